@@ -1,0 +1,156 @@
+//! Projections as sent in `snapshot` and `state` frames.
+//!
+//! These are plain values. How an event changes them (`apply`) lives in the server's domain;
+//! this crate only fixes their wire shape.
+
+use crate::command::Owner;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Not opened yet: the stream is empty.
+    #[default]
+    New,
+    /// Open: everything may change.
+    Open,
+    /// Closed: only parameters, tags and notes may change.
+    Closed,
+}
+
+/// Client information.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Name (`""` when unknown).
+    pub name: String,
+    /// Phone (`""` when unknown).
+    pub phone: String,
+    /// Email (`""` when unknown).
+    pub email: String,
+}
+
+/// Invited or joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollaboratorStatus {
+    /// Invited, not answered yet: may read.
+    Invited,
+    /// Joined: may read and edit.
+    Joined,
+}
+
+/// One collaborator of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collaborator {
+    /// The operator.
+    pub operator_id: String,
+    /// Invited or joined.
+    pub status: CollaboratorStatus,
+    /// Who invited it.
+    pub invited_by: String,
+}
+
+/// Where a parameter's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterSource {
+    /// From the platform (role `service`), at open or later.
+    Preset,
+    /// From an operator.
+    Operator,
+}
+
+/// One parameter of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameter {
+    /// The value.
+    pub value: String,
+    /// Where the value came from.
+    pub source: ParameterSource,
+    /// Operators may not edit or remove it.
+    pub read_only: bool,
+    /// Who set it last.
+    pub changed_by: String,
+    /// When, milliseconds since the Unix epoch.
+    pub changed_at: u64,
+}
+
+/// One tag of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The tag's name.
+    pub tag: String,
+    /// Where it came from.
+    pub source: crate::event::TagSource,
+    /// Who added it.
+    pub added_by: String,
+}
+
+/// One operator note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Its id, `n<seq>` of the event that added it.
+    pub note_id: String,
+    /// Who wrote it.
+    pub author: String,
+    /// The text.
+    pub text: String,
+    /// When it was written (or last edited), milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// The client panel of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// `new` (nothing yet), `open` or `closed`.
+    pub status: SessionStatus,
+    /// The channel.
+    pub channel: String,
+    /// The owner (absent before open).
+    pub owner: Option<Owner>,
+    /// Client information.
+    pub client: ClientInfo,
+    /// The linked contact, if any.
+    pub contact_id: Option<String>,
+    /// Collaborators, in invitation order.
+    pub collaborators: Vec<Collaborator>,
+    /// Parameters by key.
+    pub parameters: BTreeMap<String, Parameter>,
+    /// Tags, in the order they were added.
+    pub tags: Vec<Tag>,
+    /// Notes, in the order they were added.
+    pub notes: Vec<Note>,
+    /// How many transcript messages were posted (the texts are in the history).
+    pub messages: u64,
+}
+
+/// A pending invitation on an operator's feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The session's id.
+    pub session_id: String,
+    /// Who invited.
+    pub by: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One operator's own feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// Pending invitations, oldest first.
+    pub invitations: Vec<Invitation>,
+}
+
+/// The state of any stream, as a `snapshot` or `state` frame carries it (untagged: the stream
+/// name says which).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StreamState {
+    /// `session/<id>`.
+    Session(SessionState),
+    /// `operator/<id>`.
+    Operator(OperatorState),
+}
