@@ -1,1 +1,26 @@
+//! copanel: a real-time, event-sourced collaboration server for the client panel of a
+//! contact-centre operator console.
+//!
+//! Every edit is a command; an accepted command becomes events appended to a durable log and
+//! fanned out over WebSockets to everyone subscribed; any stream's history replays to any point.
+//!
+//! # Layout
+//! - [`domain`]: the rules. Pure `decide`/`apply` per stream kind; knows nothing of I/O.
+//! - [`store`]: the durable log ([`store::Store`] trait, sled implementation).
+//! - [`writer`]: the single writer task: idempotency, `expected_seq`, decide, group commit.
+//! - [`hub`]: committed projections and live fan-out with bounded per-connection queues.
+//! - [`server`]: the network edge: HTTP routes, WebSocket upgrade and connections.
+//! - [`auth`]: JWT HS256 tokens and the server secret.
+//! - [`metrics`]: process-wide counters.
+//! - The wire types and codecs are in the `copanel-protocol` crate.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod domain;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod writer;

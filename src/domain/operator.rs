@@ -1,0 +1,52 @@
+//! `operator/<id>`: one operator's own feed.
+//!
+//! This module owns who may read a feed ([`can_read`]) and how its events fold into an
+//! [`OperatorState`] ([`apply`]). The feed holds the operator's pending invitations; their
+//! events are written by session commands (see [`super::session`]) in the same atomic append as
+//! the session's own events, so a feed never disagrees with the sessions it mirrors. No client
+//! command targets a feed yet ([`decide`] refuses every one).
+
+use super::{Ctx, Decision, Principal, Rejection};
+use copanel_protocol::{Command, Envelope, Event, Invitation, OperatorState, Role};
+
+/// Decides a command on an operator feed. Starring templates arrives with the catalog; until
+/// then every command is refused as not belonging to this stream kind.
+pub fn decide(_s: &OperatorState, _ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision, Rejection> {
+    Err(Rejection::invalid(
+        "kind",
+        format!("{} is not a command for operator streams", cmd.kind()),
+    ))
+}
+
+/// Folds one event into a feed. Session events are ignored: they never belong here, and a
+/// fold must always finish.
+pub fn apply(s: &mut OperatorState, env: &Envelope) {
+    match &env.event {
+        Event::InvitationReceived { session_id, by } => {
+            // One pending invitation per session: a repeated one replaces the old and moves to
+            // the end, which keeps the list ordered oldest first.
+            s.invitations.retain(|i| &i.session_id != session_id);
+            s.invitations.push(Invitation {
+                session_id: session_id.clone(),
+                by: by.clone(),
+                at: env.at,
+            });
+        }
+        Event::InvitationEnded { session_id, .. } => {
+            s.invitations.retain(|i| &i.session_id != session_id);
+        }
+        _ => {}
+    }
+}
+
+/// Read access: an operator reads only its own feed; the platform reads every feed. Supervisors
+/// do not: the feed is personal.
+pub fn can_read(operator_id: &str, who: &Principal) -> Result<(), Rejection> {
+    if who.id == operator_id || who.role == Role::Service {
+        Ok(())
+    } else {
+        Err(Rejection::forbidden(format!(
+            "operator/{operator_id} is another operator's feed"
+        )))
+    }
+}

@@ -1,0 +1,282 @@
+//! The fan-out hub: per stream, the committed state and the live subscribers.
+//!
+//! The hub only ever sees what the writer has made durable (in `sync` mode): the writer is the
+//! one that installs a stream's state ([`Hub::install`]) and publishes each committed event
+//! ([`Hub::publish`]), always in seq order. Subscribers register under the same lock that
+//! publishing takes, at an exact head, so nothing falls between a catch-up read from the log and
+//! the live feed, and nothing arrives twice.
+//!
+//! Backpressure: every connection has one bounded queue. When a publish finds it full, that
+//! subscription is dropped from the live set and its connection is told the last seq it was
+//! given ([`LagSignal`]); the connection then catches up from the log at its own pace and
+//! registers again. A slow reader never blocks the writer or other readers, and its memory is
+//! bounded by its queue.
+//!
+//! Never: block or await while holding a slot lock (all work under it is in-memory).
+
+use crate::domain;
+use crate::store::StreamId;
+use bytes::Bytes;
+use copanel_protocol::{Encoding, Envelope, StreamState};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, Notify};
+
+/// A committed event, encoded at most once per encoding however many subscribers get it.
+#[derive(Debug)]
+pub struct SharedEvent {
+    /// The event.
+    pub env: Arc<Envelope>,
+    /// `event` frame in MessagePack, made on first use.
+    msgpack: OnceLock<Bytes>,
+    /// `event` frame in JSON, made on first use.
+    json: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    /// Wraps a committed envelope.
+    pub fn new(env: Arc<Envelope>) -> Self {
+        SharedEvent {
+            env,
+            msgpack: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The `event` frame in `enc`; the bytes are shared, not copied.
+    pub fn bytes(&self, enc: Encoding) -> Bytes {
+        let cell = match enc {
+            Encoding::Msgpack => &self.msgpack,
+            Encoding::Json => &self.json,
+        };
+        cell.get_or_init(|| enc.encode_event(&self.env)).clone()
+    }
+}
+
+/// Tells a connection which of its subscriptions fell behind, and from where to catch up.
+#[derive(Debug, Default)]
+pub struct LagSignal {
+    /// (stream, last seq handed to the connection's queue) for each lagged subscription.
+    lagged: Mutex<Vec<(StreamId, u64)>>,
+    /// Wakes the connection's task.
+    pub notify: Notify,
+}
+
+impl LagSignal {
+    /// Takes the lagged subscriptions reported so far.
+    pub fn take(&self) -> Vec<(StreamId, u64)> {
+        std::mem::take(&mut *self.lagged.lock())
+    }
+
+    fn push(&self, id: StreamId, last: u64) {
+        self.lagged.lock().push((id, last));
+        self.notify.notify_one();
+    }
+}
+
+/// A connection's registration on one stream.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// The connection, to unregister it.
+    pub conn: u64,
+    /// The connection's bounded queue of live events.
+    pub tx: mpsc::Sender<Arc<SharedEvent>>,
+    /// Where to report that this subscription fell behind.
+    pub lag: Arc<LagSignal>,
+}
+
+struct Registered {
+    sub: Subscriber,
+    /// Last seq put in the connection's queue: where its catch-up resumes.
+    last: u64,
+}
+
+/// A stream's committed state.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The last durable seq.
+    pub head: u64,
+    /// The state after `head`.
+    pub state: StreamState,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    /// `None` until the writer installs the stream, and again after eviction.
+    loaded: Option<Committed>,
+    subs: Vec<Registered>,
+}
+
+/// One stream's entry in the hub.
+#[derive(Default)]
+struct Slot {
+    /// A plain mutex: held only for in-memory work, never across an await.
+    inner: Mutex<SlotInner>,
+}
+
+/// Result of trying to register a subscriber.
+#[derive(Debug)]
+pub enum Register<R> {
+    /// Registered; the closure's result.
+    Live(R),
+    /// The stream's head has moved past the caller's position: read up to this head first.
+    Behind(u64),
+    /// The stream is not loaded: ask the writer to install it, then retry.
+    NotLoaded,
+}
+
+/// The hub. Cheap to share behind an `Arc`.
+#[derive(Default)]
+pub struct Hub {
+    /// DashMap shards the map so unrelated streams do not contend; guards are dropped before
+    /// any slot lock is taken, by cloning the `Arc` out.
+    slots: DashMap<StreamId, Arc<Slot>>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, id: &StreamId) -> Arc<Slot> {
+        if let Some(s) = self.slots.get(id) {
+            return s.value().clone();
+        }
+        self.slots.entry(id.clone()).or_default().value().clone()
+    }
+
+    fn existing(&self, id: &StreamId) -> Option<Arc<Slot>> {
+        self.slots.get(id).map(|s| s.value().clone())
+    }
+
+    /// Installs a stream's committed state (writer only, between batches). Keeps an existing
+    /// installation: it is at least as new.
+    pub fn install(&self, id: &StreamId, head: u64, state: StreamState) {
+        let slot = self.slot(id);
+        let mut inner = slot.inner.lock();
+        if inner.loaded.is_none() {
+            inner.loaded = Some(Committed { head, state });
+        }
+    }
+
+    /// Publishes one committed event (writer only, in seq order).
+    pub fn publish(&self, id: &StreamId, ev: &Arc<SharedEvent>) {
+        let Some(slot) = self.existing(id) else {
+            return; // nobody has loaded this stream: nobody listens
+        };
+        let mut inner = slot.inner.lock();
+        let inner = &mut *inner;
+        let Some(c) = inner.loaded.as_mut() else {
+            return;
+        };
+        let seq = ev.env.seq;
+        if seq <= c.head {
+            return; // installed after this event was committed: already included
+        }
+        if seq != c.head + 1 {
+            // Cannot happen with one writer publishing in order; if it ever does, drop the
+            // projection and send every subscriber back to the log rather than skip events.
+            tracing::error!(stream = %id, head = c.head, seq, "gap in published events; reloading");
+            inner.loaded = None;
+            for r in inner.subs.drain(..) {
+                r.sub.lag.push(id.clone(), r.last);
+            }
+            return;
+        }
+        domain::apply(&mut c.state, &ev.env);
+        c.head = seq;
+        inner
+            .subs
+            .retain_mut(|r| match r.sub.tx.try_send(ev.clone()) {
+                Ok(()) => {
+                    r.last = seq;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    crate::metrics::SLOW_CONSUMER_FALLBACKS.inc();
+                    r.sub.lag.push(id.clone(), r.last);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+
+    /// Reads the committed state of a stream, if loaded.
+    pub fn read<R>(&self, id: &StreamId, f: impl FnOnce(&Committed) -> R) -> Option<R> {
+        let slot = self.existing(id)?;
+        let inner = slot.inner.lock();
+        inner.loaded.as_ref().map(f)
+    }
+
+    /// Registers `sub` if the stream's head is exactly `last`, so that it receives seq
+    /// `last + 1` onwards live. `f` runs under the same lock (to check access or encode a
+    /// snapshot consistent with the head).
+    pub fn register_at<R, E>(
+        &self,
+        id: &StreamId,
+        last: Option<u64>,
+        sub: Subscriber,
+        f: impl FnOnce(&Committed) -> Result<R, E>,
+    ) -> Register<Result<R, E>> {
+        let slot = self.slot(id);
+        let mut inner = slot.inner.lock();
+        let inner = &mut *inner;
+        let Some(c) = inner.loaded.as_ref() else {
+            return Register::NotLoaded;
+        };
+        let head = c.head;
+        if let Some(last) = last {
+            if last != head {
+                return Register::Behind(head);
+            }
+        }
+        let out = f(c);
+        if out.is_ok() {
+            inner.subs.retain(|r| r.sub.conn != sub.conn);
+            inner.subs.push(Registered { sub, last: head });
+        }
+        Register::Live(out)
+    }
+
+    /// Removes a connection's subscription to a stream.
+    pub fn unregister(&self, id: &StreamId, conn: u64) {
+        if let Some(slot) = self.existing(id) {
+            slot.inner.lock().subs.retain(|r| r.sub.conn != conn);
+        }
+    }
+
+    /// How many streams are loaded, and how many subscriptions they have (for metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|s| s.value().clone()).collect();
+        let subs = slots.iter().map(|s| s.inner.lock().subs.len()).sum();
+        (slots.len(), subs)
+    }
+
+    /// Drops the projections of streams nobody subscribes to, once more than `keep` are loaded.
+    /// They are reloaded through the writer on next use.
+    pub fn evict_idle(&self, keep: usize) -> usize {
+        if self.slots.len() <= keep {
+            return 0;
+        }
+        let idle: Vec<(StreamId, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .map(|s| (s.key().clone(), s.value().clone()))
+            .collect();
+        let mut evicted = 0;
+        for (id, slot) in idle {
+            let mut inner = slot.inner.lock();
+            if inner.subs.is_empty() {
+                // Mark first, under the lock: a caller still holding this slot sees NotLoaded
+                // and goes back through the map, so nobody registers on an orphan.
+                inner.loaded = None;
+                drop(inner);
+                self.slots.remove_if(&id, |_, s| Arc::ptr_eq(s, &slot));
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+}

@@ -1,0 +1,752 @@
+//! One WebSocket connection.
+//!
+//! A single task owns the socket and runs one `select!` over: frames from the client, command
+//! results from the writer (in request order), live events from the hub's bounded queue, lag
+//! signals (a subscription that overflowed the queue catches up from the log), server pings and
+//! the idle timeout, token expiry, and shutdown. Writes to the socket are batched: everything
+//! ready is fed, then flushed once.
+//!
+//! Never: hold a hub lock or a DashMap guard across an `.await` (the hub API makes that
+//! impossible: it takes closures), or let bad input end the connection — a bad frame gets an
+//! `error` frame and the loop goes on.
+
+use super::App;
+use crate::auth::Claims;
+use crate::domain::{self, Principal};
+use crate::hub::{LagSignal, Register, SharedEvent, Subscriber};
+use crate::store::{StoreError, StreamId};
+use crate::writer::{CommandError, CommandRequest};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use copanel_protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame, StreamName};
+use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+/// Close code sent when the token expires during the connection.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// Close code sent when the client has been silent past the idle timeout.
+pub const CLOSE_IDLE: u16 = 4002;
+/// Events read from the log per page during catch-up.
+const CATCH_UP_PAGE: usize = 256;
+/// Live events written per socket flush.
+const WRITE_BATCH: usize = 128;
+
+type Reply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
+
+/// Why the loop ends.
+enum End {
+    /// The client went away or the socket failed.
+    Gone,
+    /// We close with this code and reason.
+    Close(u16, &'static str),
+}
+
+struct Conn {
+    app: Arc<App>,
+    id: u64,
+    enc: Encoding,
+    company: Arc<str>,
+    principal: Principal,
+    sink: SplitSink<WebSocket, Message>,
+    /// Streams this connection is subscribed to (live or catching up).
+    subs: HashSet<StreamName>,
+    /// The sending half handed to the hub with each subscription.
+    events_tx: mpsc::Sender<Arc<SharedEvent>>,
+    lag: Arc<LagSignal>,
+    /// Token bucket for commands: (tokens, last refill).
+    bucket: (f64, Instant),
+}
+
+pub(super) async fn run(
+    app: Arc<App>,
+    socket: WebSocket,
+    claims: Claims,
+    enc: Encoding,
+    _permit: OwnedSemaphorePermit,
+) {
+    app.live.fetch_add(1, Ordering::SeqCst);
+    crate::metrics::CONNECTIONS_OPENED.inc();
+    let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (sink, stream) = socket.split();
+    let (events_tx, events_rx) = mpsc::channel(app.edge.outbound_queue);
+    let burst = app.edge.command_burst;
+    let mut conn = Conn {
+        app: app.clone(),
+        id,
+        enc,
+        company: Arc::from(claims.company.as_str()),
+        principal: claims.principal(),
+        sink,
+        subs: HashSet::new(),
+        events_tx,
+        lag: Arc::new(LagSignal::default()),
+        bucket: (burst, Instant::now()),
+    };
+    tracing::debug!(conn = id, operator = %claims.sub, company = %claims.company, ?enc, "connected");
+    let end = conn.serve(stream, events_rx, claims.exp).await;
+    if let End::Close(code, reason) = end {
+        let _ = conn
+            .sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            })))
+            .await;
+    }
+    let _ = conn.sink.close().await;
+    for s in conn.subs.drain() {
+        app.hub
+            .unregister(&StreamId::new(conn.company.clone(), s), id);
+    }
+    tracing::debug!(conn = id, "disconnected");
+    crate::metrics::CONNECTIONS_CLOSED.inc();
+    app.live.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn error_frame(
+    id: Option<u64>,
+    code: ErrorCode,
+    message: impl Into<String>,
+    field: Option<String>,
+    stream: Option<StreamName>,
+) -> ServerFrame {
+    ServerFrame::Error {
+        id,
+        code,
+        message: message.into(),
+        field,
+        head: None,
+        stream,
+    }
+}
+
+fn store_error(id: Option<u64>, stream: &StreamName, e: StoreError) -> ServerFrame {
+    match e {
+        StoreError::Backend(m) => {
+            tracing::warn!(%stream, error = %m, "store unavailable");
+            error_frame(
+                id,
+                ErrorCode::Unavailable,
+                format!("the store is unavailable: {m}"),
+                None,
+                Some(stream.clone()),
+            )
+        }
+        StoreError::Corrupt { .. } => {
+            tracing::error!(%stream, error = %e, "corrupt record");
+            error_frame(
+                id,
+                ErrorCode::Internal,
+                "a stored record could not be read; the operator has been told in the logs",
+                None,
+                Some(stream.clone()),
+            )
+        }
+    }
+}
+
+impl Conn {
+    async fn serve(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut events_rx: mpsc::Receiver<Arc<SharedEvent>>,
+        exp: u64,
+    ) -> End {
+        let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
+        let mut shutdown = self.app.shutdown.clone();
+        let mut ping = tokio::time::interval(self.app.edge.ping_interval);
+        ping.tick().await;
+        let mut last_heard = Instant::now();
+        let expires_in = Duration::from_secs(exp.saturating_sub(crate::auth::now_secs()));
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        let lag = self.lag.clone();
+
+        loop {
+            let step: Result<(), End> = tokio::select! {
+                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => {
+                    Err(End::Close(1001, "server shutting down"))
+                }
+                _ = &mut expiry => {
+                    let f = error_frame(None, ErrorCode::Unauthorized, "the token has expired", None, None);
+                    let _ = self.send(&f).await;
+                    Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired"))
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        None | Some(Err(_)) => Err(End::Gone),
+                        Some(Ok(Message::Close(_))) => Err(End::Gone),
+                        Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Text(t))) => self.on_frame(Bytes::from(t), &mut replies).await,
+                        Some(Ok(Message::Binary(b))) => self.on_frame(b, &mut replies).await,
+                    }
+                }
+                Some(frame) = replies.next(), if !replies.is_empty() => self.send(&frame).await,
+                Some(ev) = events_rx.recv() => self.forward(ev, &mut events_rx).await,
+                _ = lag.notify.notified() => self.on_lag(&mut events_rx).await,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > self.app.edge.idle_timeout {
+                        Err(End::Close(CLOSE_IDLE, "idle timeout"))
+                    } else {
+                        self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::Gone)
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        let bytes = self.enc.encode_frame(frame);
+        self.sink
+            .send(self.message(bytes))
+            .await
+            .map_err(|_| End::Gone)
+    }
+
+    fn message(&self, bytes: Bytes) -> Message {
+        match self.enc {
+            Encoding::Msgpack => Message::Binary(bytes),
+            // Our JSON encoder only writes UTF-8; the check is cheap insurance.
+            Encoding::Json => match Utf8Bytes::try_from(bytes) {
+                Ok(t) => Message::Text(t),
+                Err(_) => Message::Text(Utf8Bytes::from(
+                    r#"{"type":"error","code":"internal","message":"non-UTF-8 JSON"}"#,
+                )),
+            },
+        }
+    }
+
+    /// Sends a live event and whatever else is already queued, then flushes once.
+    async fn forward(
+        &mut self,
+        first: Arc<SharedEvent>,
+        rx: &mut mpsc::Receiver<Arc<SharedEvent>>,
+    ) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(ev) = next.take() {
+            // Events queued before an unsubscribe are dropped here.
+            if self.subs.contains(&ev.env.stream) {
+                let msg = self.message(ev.bytes(self.enc));
+                self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Some subscriptions overflowed the queue: send what is queued (it precedes the gap), then
+    /// catch each lagged stream up from the log and put it back live.
+    async fn on_lag(&mut self, rx: &mut mpsc::Receiver<Arc<SharedEvent>>) -> Result<(), End> {
+        while let Ok(ev) = rx.try_recv() {
+            self.forward(ev, rx).await?;
+        }
+        for (sid, last) in self.lag.take() {
+            if !self.subs.contains(&sid.stream) {
+                continue;
+            }
+            tracing::debug!(conn = self.id, stream = %sid, last, "slow consumer: catching up from the log");
+            if let Err(f) = self.catch_up(&sid, last).await? {
+                self.subs.remove(&sid.stream);
+                self.send(&f).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            conn: self.id,
+            tx: self.events_tx.clone(),
+            lag: self.lag.clone(),
+        }
+    }
+
+    /// Makes sure the hub holds the stream's committed state.
+    async fn ensure_loaded(&self, sid: &StreamId) -> Result<(), StoreError> {
+        if self.app.hub.read(sid, |_| ()).is_some() {
+            return Ok(());
+        }
+        self.app.writer.load(sid.clone()).await
+    }
+
+    /// Sends events after `last` from the log until the stream's head is reached, then
+    /// registers live. Inner `Err` is an error frame for the client (the subscription is over).
+    async fn catch_up(
+        &mut self,
+        sid: &StreamId,
+        mut last: u64,
+    ) -> Result<Result<(), ServerFrame>, End> {
+        loop {
+            let reg = self
+                .app
+                .hub
+                .register_at(sid, Some(last), self.subscriber(), |_| Ok::<(), ()>(()));
+            let head = match reg {
+                Register::Live(_) => return Ok(Ok(())),
+                Register::NotLoaded => {
+                    if let Err(e) = self.app.writer.load(sid.clone()).await {
+                        return Ok(Err(store_error(None, &sid.stream, e)));
+                    }
+                    continue;
+                }
+                Register::Behind(head) => head,
+            };
+            if head < last {
+                // The client claims more than exists (can only be a client bug or a replaced
+                // store: the epoch tells the client which).
+                return Ok(Err(error_frame(
+                    None,
+                    ErrorCode::Invalid,
+                    format!("since {last} is beyond the stream's head {head}"),
+                    Some("since".into()),
+                    Some(sid.stream.clone()),
+                )));
+            }
+            while last < head {
+                let want = ((head - last) as usize).min(CATCH_UP_PAGE);
+                let page = match self.app.store.read(sid, last + 1, want) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(store_error(None, &sid.stream, e))),
+                };
+                if page.is_empty() {
+                    return Ok(Err(store_error(
+                        None,
+                        &sid.stream,
+                        StoreError::Backend(format!("events {}..={head} missing", last + 1)),
+                    )));
+                }
+                for env in page {
+                    if env.seq != last + 1 {
+                        return Ok(Err(store_error(
+                            None,
+                            &sid.stream,
+                            StoreError::Corrupt {
+                                key: format!("{sid}#{}", env.seq),
+                                why: format!("expected seq {}", last + 1),
+                            },
+                        )));
+                    }
+                    last = env.seq;
+                    let msg = self.message(self.enc.encode_event(&env));
+                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                }
+                self.sink.flush().await.map_err(|_| End::Gone)?;
+            }
+        }
+    }
+
+    fn sid(&self, stream: &StreamName) -> StreamId {
+        StreamId::new(self.company.clone(), stream.clone())
+    }
+
+    /// Checks read access on the committed state. `Ok(head)`.
+    async fn readable(&self, id: Option<u64>, stream: &StreamName) -> Result<u64, ServerFrame> {
+        let sid = self.sid(stream);
+        self.ensure_loaded(&sid)
+            .await
+            .map_err(|e| store_error(id, stream, e))?;
+        let checked = self.app.hub.read(&sid, |c| {
+            domain::can_read(stream, &c.state, &self.principal).map(|()| c.head)
+        });
+        match checked {
+            Some(Ok(head)) => Ok(head),
+            Some(Err(r)) => Err(error_frame(
+                id,
+                r.code,
+                r.message,
+                r.field,
+                Some(stream.clone()),
+            )),
+            // Evicted between load and read: vanishingly rare; the client may retry.
+            None => Err(error_frame(
+                id,
+                ErrorCode::Unavailable,
+                "the stream was being reloaded; retry",
+                None,
+                Some(stream.clone()),
+            )),
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        bytes: Bytes,
+        replies: &mut FuturesOrdered<Reply>,
+    ) -> Result<(), End> {
+        let limit = self.app.edge.frame_bytes;
+        if bytes.len() > limit {
+            let f = error_frame(
+                None,
+                ErrorCode::TooLarge,
+                format!("the frame is {} bytes; the limit is {limit}", bytes.len()),
+                None,
+                None,
+            );
+            return self.send(&f).await;
+        }
+        let frame = match self.enc.decode_client(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let f = error_frame(e.id, e.code, e.message, e.field, None);
+                return self.send(&f).await;
+            }
+        };
+        match frame {
+            ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }).await,
+            ClientFrame::Subscribe { id, stream, since } => self.subscribe(id, stream, since).await,
+            ClientFrame::Unsubscribe { id, stream } => {
+                let reply = if self.subs.remove(&stream) {
+                    self.app.hub.unregister(&self.sid(&stream), self.id);
+                    ServerFrame::Unsubscribed { id, stream }
+                } else {
+                    error_frame(
+                        id,
+                        ErrorCode::NotFound,
+                        format!("not subscribed to {stream}"),
+                        Some("stream".into()),
+                        Some(stream),
+                    )
+                };
+                self.send(&reply).await
+            }
+            ClientFrame::Command {
+                id,
+                stream,
+                command_id,
+                expected_seq,
+                command,
+            } => {
+                if let Some(f) = self.check_command(id, &stream, &command_id) {
+                    replies.push_back(Box::pin(async move { f }));
+                    return Ok(());
+                }
+                let (tx, rx) = oneshot::channel();
+                let kind = command.kind();
+                self.app
+                    .writer
+                    .submit(CommandRequest {
+                        company: self.company.clone(),
+                        principal: self.principal.clone(),
+                        stream: stream.clone(),
+                        command_id: command_id.clone(),
+                        expected_seq,
+                        command,
+                        reply: tx,
+                    })
+                    .await;
+                let conn = self.id;
+                replies.push_back(Box::pin(async move {
+                    let res = rx.await.unwrap_or_else(|_| {
+                        Err(CommandError::Unavailable("the writer stopped".into()))
+                    });
+                    command_reply(conn, id, stream, command_id, kind, res)
+                }));
+                Ok(())
+            }
+            ClientFrame::History {
+                id,
+                stream,
+                from,
+                limit,
+            } => {
+                let f = self.history(id, stream, from, limit).await;
+                self.send(&f).await
+            }
+            ClientFrame::StateAt { id, stream, seq } => {
+                let f = self.state_at(id, stream, seq).await;
+                self.send(&f).await
+            }
+        }
+    }
+
+    /// Rate limit and command id checks; `Some` is the refusal.
+    fn check_command(
+        &mut self,
+        id: Option<u64>,
+        stream: &StreamName,
+        command_id: &str,
+    ) -> Option<ServerFrame> {
+        let edge = &self.app.edge;
+        let (tokens, at) = self.bucket;
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * edge.commands_per_sec)
+            .min(edge.command_burst);
+        if tokens < 1.0 {
+            self.bucket = (tokens, now);
+            return Some(error_frame(
+                id,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} commands per second (burst {}); slow down and retry",
+                    edge.commands_per_sec, edge.command_burst
+                ),
+                None,
+                Some(stream.clone()),
+            ));
+        }
+        self.bucket = (tokens - 1.0, now);
+        let n = command_id.chars().count();
+        if n == 0 || n > 128 || command_id.chars().any(char::is_control) {
+            return Some(error_frame(
+                id,
+                ErrorCode::Invalid,
+                "command_id must be 1 to 128 characters without control characters",
+                Some("command_id".into()),
+                Some(stream.clone()),
+            ));
+        }
+        None
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        stream: StreamName,
+        since: Option<u64>,
+    ) -> Result<(), End> {
+        if !self.subs.contains(&stream) && self.subs.len() >= self.app.edge.subscriptions {
+            let f = error_frame(
+                id,
+                ErrorCode::TooLarge,
+                format!(
+                    "a connection may hold at most {} subscriptions",
+                    self.app.edge.subscriptions
+                ),
+                Some("stream".into()),
+                Some(stream),
+            );
+            return self.send(&f).await;
+        }
+        let sid = self.sid(&stream);
+        // A repeated subscribe restarts the subscription from what the client now asks.
+        if self.subs.remove(&stream) {
+            self.app.hub.unregister(&sid, self.id);
+        }
+        let epoch = self.app.store.epoch().to_owned();
+        match since {
+            None => loop {
+                let principal = &self.principal;
+                let enc = self.enc;
+                let reg = self
+                    .app
+                    .hub
+                    .register_at(&sid, None, self.subscriber(), |c| {
+                        domain::can_read(&stream, &c.state, principal)?;
+                        let snap = ServerFrame::Snapshot {
+                            id,
+                            stream: stream.clone(),
+                            seq: c.head,
+                            state: c.state.clone(),
+                        };
+                        Ok::<_, domain::Rejection>((c.head, enc.encode_frame(&snap)))
+                    });
+                match reg {
+                    Register::NotLoaded => {
+                        if let Err(e) = self.app.writer.load(sid.clone()).await {
+                            let f = store_error(id, &stream, e);
+                            return self.send(&f).await;
+                        }
+                    }
+                    Register::Behind(_) => unreachable_behind(),
+                    Register::Live(Err(r)) => {
+                        let f = error_frame(id, r.code, r.message, r.field, Some(stream));
+                        return self.send(&f).await;
+                    }
+                    Register::Live(Ok((head, snapshot))) => {
+                        self.subs.insert(stream.clone());
+                        let f = ServerFrame::Subscribed {
+                            id,
+                            stream,
+                            head,
+                            epoch,
+                        };
+                        self.send(&f).await?;
+                        let msg = self.message(snapshot);
+                        return self.sink.send(msg).await.map_err(|_| End::Gone);
+                    }
+                }
+            },
+            Some(since) => {
+                let head = match self.readable(id, &stream).await {
+                    Ok(h) => h,
+                    Err(f) => return self.send(&f).await,
+                };
+                if since > head {
+                    let f = error_frame(
+                        id,
+                        ErrorCode::Invalid,
+                        format!("since {since} is beyond the stream's head {head}; if the epoch changed, reset instead of resuming"),
+                        Some("since".into()),
+                        Some(stream),
+                    );
+                    return self.send(&f).await;
+                }
+                self.subs.insert(stream.clone());
+                let f = ServerFrame::Subscribed {
+                    id,
+                    stream: stream.clone(),
+                    head,
+                    epoch,
+                };
+                self.send(&f).await?;
+                if let Err(f) = self.catch_up(&sid, since).await? {
+                    self.subs.remove(&stream);
+                    self.send(&f).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        id: Option<u64>,
+        stream: StreamName,
+        from: u64,
+        limit: Option<u64>,
+    ) -> ServerFrame {
+        let max = self.app.edge.history_page;
+        let limit = limit.unwrap_or(max);
+        if limit == 0 || limit > max {
+            return error_frame(
+                id,
+                if limit == 0 {
+                    ErrorCode::Invalid
+                } else {
+                    ErrorCode::TooLarge
+                },
+                format!("limit must be 1 to {max}"),
+                Some("limit".into()),
+                Some(stream),
+            );
+        }
+        let head = match self.readable(id, &stream).await {
+            Ok(h) => h,
+            Err(f) => return f,
+        };
+        let from = from.max(1);
+        if from > head {
+            return ServerFrame::History {
+                id,
+                stream,
+                events: Vec::new(),
+                next: None,
+            };
+        }
+        // Never past the committed head: the log may already hold a batch that is not durable.
+        let want = (head - from + 1).min(limit) as usize;
+        match self.app.store.read(&self.sid(&stream), from, want) {
+            Ok(events) => {
+                let last = events.last().map(|e| e.seq).unwrap_or(head);
+                ServerFrame::History {
+                    id,
+                    stream,
+                    events,
+                    next: (last < head).then_some(last + 1),
+                }
+            }
+            Err(e) => store_error(id, &stream, e),
+        }
+    }
+
+    async fn state_at(&self, id: Option<u64>, stream: StreamName, seq: u64) -> ServerFrame {
+        let head = match self.readable(id, &stream).await {
+            Ok(h) => h,
+            Err(f) => return f,
+        };
+        if seq > head {
+            return error_frame(
+                id,
+                ErrorCode::Invalid,
+                format!("seq {seq} is beyond the stream's head {head}"),
+                Some("seq".into()),
+                Some(stream),
+            );
+        }
+        let sid = self.sid(&stream);
+        let mut state = domain::initial(stream.kind());
+        let mut at = 0;
+        while at < seq {
+            let want = ((seq - at) as usize).min(1000);
+            let page = match self.app.store.read(&sid, at + 1, want) {
+                Ok(p) if !p.is_empty() => p,
+                Ok(_) => {
+                    return store_error(
+                        id,
+                        &stream,
+                        StoreError::Backend(format!("events from {} missing", at + 1)),
+                    )
+                }
+                Err(e) => return store_error(id, &stream, e),
+            };
+            for env in &page {
+                domain::apply(&mut state, env);
+                at = env.seq;
+            }
+        }
+        ServerFrame::State {
+            id,
+            stream,
+            seq,
+            state,
+        }
+    }
+}
+
+/// `register_at` with `last = None` never answers `Behind`.
+fn unreachable_behind() {
+    tracing::error!("hub answered Behind to a snapshot subscription");
+}
+
+fn command_reply(
+    conn: u64,
+    id: Option<u64>,
+    stream: StreamName,
+    command_id: String,
+    kind: &'static str,
+    res: Result<crate::store::CommandOutcome, CommandError>,
+) -> ServerFrame {
+    match res {
+        Ok(o) => ServerFrame::Ack {
+            id,
+            stream,
+            command_id,
+            seq: o.seq,
+            created: o.created,
+        },
+        Err(e) => {
+            tracing::debug!(conn, %stream, command = kind, error = %e, "command refused");
+            match e {
+                CommandError::Rejected(r) => {
+                    error_frame(id, r.code, r.message, r.field, Some(stream))
+                }
+                CommandError::Conflict { head, .. } => ServerFrame::Error {
+                    id,
+                    code: ErrorCode::Conflict,
+                    message: e.to_string(),
+                    field: Some("expected_seq".into()),
+                    head: Some(head),
+                    stream: Some(stream),
+                },
+                CommandError::Unavailable(m) => {
+                    error_frame(id, ErrorCode::Unavailable, m, None, Some(stream))
+                }
+            }
+        }
+    }
+}

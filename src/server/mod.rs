@@ -1,0 +1,390 @@
+//! The network edge: HTTP routes, the WebSocket upgrade with authentication, start and graceful
+//! shutdown.
+//!
+//! # Layout
+//! - this file: [`Config`], [`start`], [`Running`] (the started server), `/healthz`, `/ws`'s
+//!   upgrade (token check before the upgrade, subprotocol choice, connection cap).
+//! - [`conn`]: one WebSocket connection: frames in, replies and live events out.
+//!
+//! Never: let a panic or an error of one connection reach another or the writer.
+
+mod conn;
+
+use crate::auth::{Auth, AuthError, Claims};
+use crate::domain::Limits;
+use crate::hub::Hub;
+use crate::store::{SledStore, Store, StoreError};
+use crate::writer::{self, Durability, WriterHandle};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use copanel_protocol::Encoding;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Limits of the network edge (the domain's are in [`Limits`]).
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Largest client frame, bytes; larger ones get `too_large` and the connection goes on.
+    pub frame_bytes: usize,
+    /// Frames above this many bytes make the WebSocket layer close the connection (1009).
+    pub hard_frame_bytes: usize,
+    /// Subscriptions per connection.
+    pub subscriptions: usize,
+    /// Sustained commands per second per connection.
+    pub commands_per_sec: f64,
+    /// Command burst per connection.
+    pub command_burst: f64,
+    /// Largest `history` page.
+    pub history_page: u64,
+    /// Open WebSocket connections at once; more are refused with 503.
+    pub connections: usize,
+    /// Live events queued for one connection before its subscriptions fall back to the log.
+    pub outbound_queue: usize,
+    /// How often the server pings an idle connection.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        EdgeLimits {
+            frame_bytes: 64 * 1024,
+            hard_frame_bytes: 1024 * 1024,
+            subscriptions: 100,
+            commands_per_sec: 50.0,
+            command_burst: 100.0,
+            history_page: 1000,
+            connections: 20_000,
+            outbound_queue: 1024,
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything `copanel serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data directory (sled store and generated secret).
+    pub data: PathBuf,
+    /// When acks are sent.
+    pub durability: Durability,
+    /// The token secret; `None` reads or creates `DATA/secret`.
+    pub secret: Option<String>,
+    /// Domain limits.
+    pub limits: Limits,
+    /// Edge limits.
+    pub edge: EdgeLimits,
+}
+
+impl Config {
+    /// The embedded default: `./copanel-data`, 127.0.0.1:7700, `sync`.
+    pub fn new(listen: SocketAddr, data: PathBuf) -> Self {
+        Config {
+            listen,
+            data,
+            durability: Durability::Sync,
+            secret: None,
+            limits: Limits::default(),
+            edge: EdgeLimits::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The secret could not be read or created.
+    #[error("cannot read or create the secret in {dir}: {err}")]
+    Secret {
+        /// The data directory.
+        dir: String,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {err}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+}
+
+/// State shared by every request and connection.
+pub(crate) struct App {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) writer: WriterHandle,
+    pub(crate) auth: Auth,
+    pub(crate) edge: EdgeLimits,
+    /// Connection ids, for hub registrations.
+    pub(crate) next_conn: AtomicU64,
+    /// Caps open connections; a permit lives as long as its connection.
+    pub(crate) conn_permits: Arc<Semaphore>,
+    /// Live connections, so shutdown can wait for them to close.
+    pub(crate) live: AtomicUsize,
+    /// Flips to `true` once on shutdown; every connection watches it.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The store's epoch.
+    pub epoch: String,
+    /// The secret tokens must be signed with.
+    pub auth: Auth,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, closes every connection with 1001, lets the writer drain and flush, and
+    /// returns when all of that is done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`Running::shutdown`] from elsewhere, or a signal
+    /// when started with one).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A sender that triggers shutdown; for signal handlers.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Opens the store, starts the writer and the listener. Returns once the server accepts
+/// connections.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data).map_err(|err| StartError::Secret {
+        dir: config.data.display().to_string(),
+        err,
+    })?;
+    let secret = match &config.secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            crate::auth::load_or_create_secret(&config.data).map_err(|err| StartError::Secret {
+                dir: config.data.display().to_string(),
+                err,
+            })?
+        }
+    };
+    let auth = Auth::new(&secret);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data)?);
+    let epoch = store.epoch().to_owned();
+    let hub = Arc::new(Hub::new());
+    let (writer, writer_task) = writer::spawn(
+        store.clone(),
+        hub.clone(),
+        config.durability,
+        config.limits.clone(),
+        4096,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| StartError::Bind {
+            addr: config.listen,
+            err,
+        })?;
+    let addr = listener.local_addr().map_err(|err| StartError::Bind {
+        addr: config.listen,
+        err,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let app = Arc::new(App {
+        store,
+        hub: hub.clone(),
+        writer,
+        auth: auth.clone(),
+        edge: config.edge.clone(),
+        next_conn: AtomicU64::new(1),
+        conn_permits: Arc::new(Semaphore::new(config.edge.connections)),
+        live: AtomicUsize::new(0),
+        shutdown: stop_rx.clone(),
+    });
+    let router = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .with_state(app.clone());
+
+    let durability = config.durability;
+    let task = tokio::spawn(async move {
+        let mut stop_rx2 = stop_rx.clone();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+        });
+        // Background upkeep: drop idle projections so memory follows the live working set.
+        let upkeep_hub = hub.clone();
+        let mut upkeep_stop = stop_rx.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { upkeep_hub.evict_idle(10_000); }
+                    _ = async { upkeep_stop.wait_for(|s| *s).await.is_ok() } => break,
+                }
+            }
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server error");
+        }
+        // Upgraded WebSockets are not tracked by axum: wait for them to close (each got 1001).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while app.live.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = upkeep.await;
+        drop(app); // the last writer handle: the writer drains, flushes and stops
+        let _ = writer_task.await;
+        tracing::info!("stopped");
+    });
+    tracing::info!(%addr, ?durability, %epoch, "copanel listening");
+    Ok(Running {
+        addr,
+        epoch,
+        auth,
+        stop,
+        task,
+    })
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    use crate::metrics::*;
+    let (streams, subscriptions) = app.hub.counts();
+    Json(serde_json::json!({
+        "status": if *app.shutdown.borrow() { "stopping" } else { "ok" },
+        "epoch": app.store.epoch(),
+        "connections": app.live.load(Ordering::Relaxed),
+        "loaded_streams": streams,
+        "subscriptions": subscriptions,
+        "events_appended": EVENTS_APPENDED.get(),
+        "commands_acked": COMMANDS_ACKED.get(),
+        "commands_refused": COMMANDS_REFUSED.get(),
+        "batches": BATCHES.get(),
+        "slow_consumer_fallbacks": SLOW_CONSUMER_FALLBACKS.get(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+fn http_error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Picks the encoding from the offered subprotocols: JSON if offered (and msgpack not offered
+/// before it), msgpack if offered or nothing is offered; `Err` if only unknown ones are offered.
+fn choose_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(Encoding::Msgpack);
+    }
+    for p in &offered {
+        if p == copanel_protocol::SUBPROTOCOL_MSGPACK {
+            return Ok(Encoding::Msgpack);
+        }
+        if p == copanel_protocol::SUBPROTOCOL_JSON {
+            return Ok(Encoding::Json);
+        }
+    }
+    Err(format!(
+        "no supported subprotocol in {offered:?}; use {} or {}",
+        copanel_protocol::SUBPROTOCOL_MSGPACK,
+        copanel_protocol::SUBPROTOCOL_JSON
+    ))
+}
+
+async fn ws_upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = bearer(&headers).map(str::to_owned).or(q.token);
+    let claims: Claims = match token {
+        None => {
+            return http_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                AuthError::Missing.to_string(),
+            )
+        }
+        Some(t) => match app.auth.verify(&t) {
+            Ok(c) => c,
+            Err(e) => return http_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        },
+    };
+    let enc = match choose_encoding(&headers) {
+        Ok(e) => e,
+        Err(m) => return http_error(StatusCode::BAD_REQUEST, "bad_frame", m),
+    };
+    if *app.shutdown.borrow() {
+        return http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down".into(),
+        );
+    }
+    let Ok(permit) = app.conn_permits.clone().try_acquire_owned() else {
+        return http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "the server holds its maximum of {} connections",
+                app.edge.connections
+            ),
+        );
+    };
+    let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let ws = if offered {
+        ws.protocols([enc.subprotocol()])
+    } else {
+        ws
+    };
+    ws.max_message_size(app.edge.hard_frame_bytes)
+        .max_frame_size(app.edge.hard_frame_bytes)
+        .on_upgrade(move |socket| conn::run(app, socket, claims, enc, permit))
+}

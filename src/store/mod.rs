@@ -1,0 +1,115 @@
+//! The durable event log, behind a small trait so that a clustered backend can follow.
+//!
+//! The log owns three kinds of records: events (per stream, keyed by a gapless `seq` from 1),
+//! command outcomes (for idempotent retries) and the store's `epoch`. It does no validation and
+//! assigns no seqs: the single writer ([`crate::writer`]) decides everything and hands the log
+//! finished batches. The log must never expose a batch partially.
+//!
+//! # Layout
+//! - this file: [`Store`], [`StreamId`], [`AppendBatch`], [`CommandOutcome`], [`StoreError`].
+//! - [`sled_store`]: the embedded sled implementation.
+
+pub mod sled_store;
+
+use copanel_protocol::{Envelope, StreamName};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use sled_store::SledStore;
+
+/// A stream within a company. The company never appears on the wire; it comes from the token,
+/// which is what keeps tenants apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    /// The company (the token's `company` claim, validated like a stream id).
+    pub company: Arc<str>,
+    /// The stream within it.
+    pub stream: StreamName,
+}
+
+impl StreamId {
+    /// Builds a stream id.
+    pub fn new(company: Arc<str>, stream: StreamName) -> Self {
+        StreamId { company, stream }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.company, self.stream)
+    }
+}
+
+/// What a command produced; stored so that a retry with the same `command_id` gets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    /// The last seq the command appended on its stream (the head then, if it appended nothing).
+    pub seq: u64,
+    /// The id of what it created, if anything.
+    pub created: Option<String>,
+}
+
+/// One atomic write: events (possibly on several streams) and command outcomes.
+#[derive(Debug, Default)]
+pub struct AppendBatch {
+    /// Events with their company, in append order. Seqs are already assigned and gapless.
+    pub events: Vec<(Arc<str>, Arc<Envelope>)>,
+    /// Outcomes to remember, keyed by the command's stream and id.
+    pub outcomes: Vec<(StreamId, String, CommandOutcome)>,
+}
+
+impl AppendBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.outcomes.is_empty()
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, disk full, …).
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// A record could not be decoded.
+    #[error("corrupt record {key}: {why}")]
+    Corrupt {
+        /// The record's key, printable.
+        key: String,
+        /// What was wrong.
+        why: String,
+    },
+}
+
+/// Shorthand for storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A boxed future returned by [`Store::flush`].
+pub type FlushFuture = Pin<Box<dyn Future<Output = StoreResult<()>> + Send + 'static>>;
+
+/// The log. Implementations are shared between the writer (appends) and readers (catch-up,
+/// history); reads may run concurrently with an append and must see either none or all of it.
+pub trait Store: Send + Sync + 'static {
+    /// The store's id, made when it was created. It changes only if the data is replaced.
+    fn epoch(&self) -> &str;
+
+    /// The last seq of a stream (0 if it has no events).
+    fn head(&self, id: &StreamId) -> StoreResult<u64>;
+
+    /// Up to `limit` events of a stream, from seq `from` on, in order.
+    fn read(&self, id: &StreamId, from: u64, limit: usize) -> StoreResult<Vec<Envelope>>;
+
+    /// The stored outcome of a command, if it was applied before.
+    fn outcome(&self, id: &StreamId, command_id: &str) -> StoreResult<Option<CommandOutcome>>;
+
+    /// Writes a batch atomically (all or nothing). Not necessarily durable until [`Store::flush`].
+    fn append(&self, batch: &AppendBatch) -> StoreResult<()>;
+
+    /// Makes everything appended so far durable.
+    fn flush(&self) -> FlushFuture;
+
+    /// Every stream in the store with its head, in key order (for offline tools).
+    fn streams(&self) -> StoreResult<Vec<(StreamId, u64)>>;
+}

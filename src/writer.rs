@@ -1,0 +1,385 @@
+//! The single writer: the only code that appends to the log.
+//!
+//! One task owns the write side. It takes requests from a bounded channel, and for each batch
+//! of whatever has queued up (group commit): checks idempotency, loads the streams' states,
+//! checks `expected_seq`, runs the domain's `decide`, assigns gapless seqs, then writes the
+//! whole batch atomically, flushes once (`sync`), acknowledges, and publishes to the hub.
+//! Because it is alone, seqs need no locking and a multi-stream command is trivially
+//! all-or-nothing: it is one atomic batch write.
+//!
+//! The writer also installs streams into the hub on request, between batches, so the hub never
+//! sees a state that is not durable or misses an event published after the install.
+//!
+//! Never: hand the hub or a client anything before the batch that holds it is durable (in
+//! `sync` mode).
+
+use crate::domain::{self, Ctx, Limits, Principal, Rejection};
+use crate::hub::{Hub, SharedEvent};
+use crate::metrics;
+use crate::store::{AppendBatch, CommandOutcome, Store, StoreError, StoreResult, StreamId};
+use copanel_protocol::{Command, Envelope, StreamName, StreamState};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// When an ack is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the batch is flushed to disk (default). A crash loses no acknowledged event.
+    #[default]
+    Sync,
+    /// After the batch is written to the store's memory; the store flushes every 200 ms. A crash
+    /// may lose the last acknowledged events. Faster; for setups that accept that.
+    Relaxed,
+}
+
+/// Most requests taken into one batch.
+const MAX_BATCH: usize = 512;
+/// Streams whose state the writer keeps in memory; beyond it an arbitrary one is dropped and
+/// reloaded from the log on next use.
+const MAX_CACHED_STREAMS: usize = 100_000;
+/// Events read per page while loading a stream.
+const LOAD_PAGE: usize = 1000;
+
+/// A command to append.
+#[derive(Debug)]
+pub struct CommandRequest {
+    /// The caller's company: every stream is scoped to it.
+    pub company: Arc<str>,
+    /// Who sends it.
+    pub principal: Principal,
+    /// The stream it is addressed to.
+    pub stream: StreamName,
+    /// Its id, for idempotency.
+    pub command_id: String,
+    /// Refuse unless the head is this.
+    pub expected_seq: Option<u64>,
+    /// The command.
+    pub command: Command,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// The domain refused it.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// `expected_seq` did not match.
+    #[error("expected seq {expected} but the stream's head is {head}")]
+    Conflict {
+        /// What the client expected.
+        expected: u64,
+        /// The stream's head.
+        head: u64,
+    },
+    /// The store failed or the server is shutting down. Outcome unknown: retry with the same id.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+enum Msg {
+    Command(CommandRequest),
+    Load {
+        id: StreamId,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// Sends work to the writer. Cloneable; the writer stops once every handle is dropped and the
+/// queue is drained.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl WriterHandle {
+    /// Queues a command; waits for room in the queue (backpressure), not for the result.
+    pub async fn submit(&self, req: CommandRequest) {
+        if let Err(mpsc::error::SendError(Msg::Command(req))) =
+            self.tx.send(Msg::Command(req)).await
+        {
+            let _ = req.reply.send(Err(CommandError::Unavailable(
+                "the server is shutting down".into(),
+            )));
+        }
+    }
+
+    /// Asks the writer to install a stream's durable state in the hub; returns once it has.
+    pub async fn load(&self, id: StreamId) -> StoreResult<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Load { id, reply })
+            .await
+            .map_err(|_| StoreError::Backend("the server is shutting down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer stopped".into()))?
+    }
+}
+
+struct Cached {
+    head: u64,
+    state: StreamState,
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    durability: Durability,
+    limits: Limits,
+    cache: HashMap<StreamId, Cached>,
+}
+
+/// Starts the writer task. It ends when every [`WriterHandle`] is dropped, after a last flush.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    durability: Durability,
+    limits: Limits,
+    queue: usize,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(queue);
+    let writer = Writer {
+        store,
+        hub,
+        durability,
+        limits,
+        cache: HashMap::new(),
+    };
+    let task = tokio::spawn(writer.run(rx));
+    (WriterHandle { tx }, task)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An accepted command waiting for its batch to be durable.
+struct Pending {
+    reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+    outcome: CommandOutcome,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut msgs = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
+            self.batch(std::mem::take(&mut msgs)).await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    /// The state of a stream, loaded from the log on first use.
+    fn entry(&mut self, id: &StreamId) -> StoreResult<&mut Cached> {
+        if !self.cache.contains_key(id) {
+            if self.cache.len() >= MAX_CACHED_STREAMS {
+                if let Some(k) = self.cache.keys().next().cloned() {
+                    self.cache.remove(&k);
+                }
+            }
+            let loaded = self.load(id)?;
+            self.cache.insert(id.clone(), loaded);
+        }
+        self.cache
+            .get_mut(id)
+            .ok_or_else(|| StoreError::Backend("cache entry vanished".into()))
+    }
+
+    fn load(&self, id: &StreamId) -> StoreResult<Cached> {
+        let mut state = domain::initial(id.stream.kind());
+        let mut head = 0;
+        loop {
+            let page = self.store.read(id, head + 1, LOAD_PAGE)?;
+            let n = page.len();
+            for env in &page {
+                if env.seq != head + 1 {
+                    return Err(StoreError::Corrupt {
+                        key: format!("{id}#{}", env.seq),
+                        why: format!("expected seq {}", head + 1),
+                    });
+                }
+                domain::apply(&mut state, env);
+                head = env.seq;
+            }
+            if n < LOAD_PAGE {
+                return Ok(Cached { head, state });
+            }
+        }
+    }
+
+    async fn batch(&mut self, msgs: Vec<Msg>) {
+        let now = now_ms();
+        let mut batch = AppendBatch::default();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut loads = Vec::new();
+        let mut touched: Vec<StreamId> = Vec::new();
+        // Outcomes decided earlier in this batch, for a retry that arrives in the same batch.
+        let mut seen: HashMap<(StreamId, String), CommandOutcome> = HashMap::new();
+
+        for msg in msgs {
+            match msg {
+                Msg::Load { id, reply } => loads.push((id, reply)),
+                Msg::Command(req) => {
+                    let id = StreamId::new(req.company.clone(), req.stream.clone());
+                    let key = (id, req.command_id.clone());
+                    let prior = match seen.get(&key) {
+                        Some(o) => Ok(Some(o.clone())),
+                        None => self.store.outcome(&key.0, &key.1),
+                    };
+                    match prior {
+                        Ok(Some(outcome)) => {
+                            // Idempotent retry: the first result, nothing appended. Still sent
+                            // after this batch's flush, in case the first is in this batch.
+                            pending.push(Pending {
+                                reply: req.reply,
+                                outcome,
+                            });
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            metrics::COMMANDS_REFUSED.inc();
+                            let _ = req
+                                .reply
+                                .send(Err(CommandError::Unavailable(e.to_string())));
+                            continue;
+                        }
+                    }
+                    match self.decide(&key.0, &req, now, &mut batch, &mut touched) {
+                        Ok(outcome) => {
+                            batch
+                                .outcomes
+                                .push((key.0.clone(), key.1.clone(), outcome.clone()));
+                            seen.insert(key, outcome.clone());
+                            pending.push(Pending {
+                                reply: req.reply,
+                                outcome,
+                            });
+                        }
+                        Err(e) => {
+                            metrics::COMMANDS_REFUSED.inc();
+                            let _ = req.reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+
+        if !batch.is_empty() {
+            let written = match self.store.append(&batch) {
+                Ok(()) => match self.durability {
+                    Durability::Sync => self.store.flush().await,
+                    Durability::Relaxed => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, events = batch.events.len(), "batch not written");
+                // The cached states include the failed events: forget them, reload on next use.
+                for id in &touched {
+                    self.cache.remove(id);
+                }
+                for p in pending {
+                    metrics::COMMANDS_REFUSED.inc();
+                    let _ = p.reply.send(Err(CommandError::Unavailable(format!(
+                        "the store could not take the write ({e}); retry with the same command_id"
+                    ))));
+                }
+                self.answer_loads(loads);
+                return;
+            }
+            metrics::BATCHES.inc();
+            metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
+        }
+        for p in pending {
+            metrics::COMMANDS_ACKED.inc();
+            let _ = p.reply.send(Ok(p.outcome));
+        }
+        for (company, env) in batch.events {
+            let id = StreamId::new(company, env.stream.clone());
+            self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
+        }
+        self.answer_loads(loads);
+    }
+
+    fn answer_loads(&mut self, loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>) {
+        for (id, reply) in loads {
+            let res = self.entry(&id).map(|c| (c.head, c.state.clone()));
+            let res = res.map(|(head, state)| self.hub.install(&id, head, state));
+            let _ = reply.send(res);
+        }
+    }
+
+    /// Decides one command and stages its events into the batch; updates cached states.
+    fn decide(
+        &mut self,
+        id: &StreamId,
+        req: &CommandRequest,
+        now: u64,
+        batch: &mut AppendBatch,
+        touched: &mut Vec<StreamId>,
+    ) -> Result<CommandOutcome, CommandError> {
+        let unavailable = |e: StoreError| CommandError::Unavailable(e.to_string());
+        let limits = self.limits.clone();
+        let entry = self.entry(id).map_err(unavailable)?;
+        let head = entry.head;
+        if let Some(expected) = req.expected_seq {
+            if expected != head {
+                return Err(CommandError::Conflict { expected, head });
+            }
+        }
+        let ctx = Ctx {
+            principal: &req.principal,
+            stream: &req.stream,
+            now,
+            next_seq: head + 1,
+            limits: &limits,
+        };
+        let decision = domain::decide(&entry.state, &ctx, &req.command)?;
+        // Load side streams before changing anything, so a load failure leaves no trace.
+        for (stream, _) in &decision.others {
+            let side = StreamId::new(id.company.clone(), stream.clone());
+            self.entry(&side).map_err(unavailable)?;
+        }
+        let actor = req.principal.actor();
+        let mut stage = |this: &mut Self, sid: StreamId, event| -> u64 {
+            let Some(c) = this.cache.get_mut(&sid) else {
+                return 0; // loaded just above
+            };
+            let env = Arc::new(Envelope {
+                stream: sid.stream.clone(),
+                seq: c.head + 1,
+                at: now,
+                actor: actor.clone(),
+                command_id: Some(req.command_id.clone()),
+                event,
+            });
+            domain::apply(&mut c.state, &env);
+            c.head = env.seq;
+            batch.events.push((sid.company.clone(), env));
+            if !touched.contains(&sid) {
+                touched.push(sid);
+            }
+            c.head
+        };
+        let mut seq = head;
+        for event in decision.events {
+            seq = stage(self, id.clone(), event);
+        }
+        for (stream, event) in decision.others {
+            stage(self, StreamId::new(id.company.clone(), stream), event);
+        }
+        Ok(CommandOutcome {
+            seq,
+            created: decision.created,
+        })
+    }
+}
