@@ -26,13 +26,13 @@ pub mod state;
 pub mod stream;
 
 pub use codec::{DecodeError, Encoding};
-pub use command::{Command, ContactDetail, MessageFrom, Owner, PresetParameter};
+pub use command::{ClientInfoInput, Command, ContactDetail, MessageFrom, Owner, PresetParameter};
 pub use error::ErrorCode;
-pub use event::{Actor, Envelope, Event, Role, TagSource};
+pub use event::{Actor, Envelope, Event, InvitationOutcome, Role, TagSource};
 pub use frame::{ClientFrame, ServerFrame};
 pub use state::{
-    Collaborator, CollaboratorStatus, Invitation, Note, OperatorState, Parameter, ParameterSource,
-    SessionState, SessionStatus, StreamState, Tag,
+    ClientInfo, Collaborator, CollaboratorStatus, Invitation, Note, OperatorState, Parameter,
+    ParameterSource, SessionState, SessionStatus, StreamState, Tag,
 };
 pub use stream::{StreamKind, StreamName};
 

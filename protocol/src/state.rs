@@ -148,6 +148,9 @@ pub struct OperatorState {
 /// name says which).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+// Sessions are the common case by far; boxing them would add an allocation to every clone for
+// the sake of the small operator feed.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamState {
     /// `session/<id>`.
     Session(SessionState),

@@ -24,21 +24,16 @@ use std::collections::BTreeMap;
 
 /// Decides a command on a session: the events it appends, or why it is refused.
 pub fn decide(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision, Rejection> {
-    if let Command::OpenSession {
-        channel,
-        client,
-        parameters,
-        owner,
-    } = cmd
-    {
-        return open_session(s, ctx, channel, client, parameters, owner);
-    }
     check_status(s, ctx, cmd)?;
     let who = ctx.principal;
     let limits = ctx.limits;
     match cmd {
-        // Handled above; kept so the match stays exhaustive when commands are added.
-        Command::OpenSession { .. } => Err(already_open(s, ctx)),
+        Command::OpenSession {
+            channel,
+            client,
+            parameters,
+            owner,
+        } => open_session(s, ctx, channel, client, parameters, owner),
         Command::SetClientInfo { name, phone, email } => {
             set_client_info(s, who, limits, name, phone, email)
         }
@@ -293,6 +288,11 @@ fn allowed_after_close(cmd: &Command) -> bool {
 }
 
 fn check_status(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<(), Rejection> {
+    // open_session is the one command that wants a new session; it checks that itself, after
+    // the permission, so that only those who may open learn that it is already open.
+    if matches!(cmd, Command::OpenSession { .. }) {
+        return Ok(());
+    }
     match s.status {
         SessionStatus::New => Err(Rejection::not_found(format!("{} is not open", ctx.stream))),
         SessionStatus::Closed if !allowed_after_close(cmd) => Err(Rejection::closed(
