@@ -21,7 +21,7 @@ use bytes::Bytes;
 use copanel_protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame, StreamName};
 use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -55,8 +55,10 @@ struct Conn {
     company: Arc<str>,
     principal: Principal,
     sink: SplitSink<WebSocket, Message>,
-    /// Streams this connection is subscribed to (live or catching up).
-    subs: HashSet<StreamName>,
+    /// Streams this connection is subscribed to (live or catching up), with the last seq sent
+    /// to the client on each. Anything at or below it is never sent again: that covers events
+    /// still queued from before an unsubscribe or a repeated subscribe.
+    subs: HashMap<StreamName, u64>,
     /// The sending half handed to the hub with each subscription.
     events_tx: mpsc::Sender<Arc<SharedEvent>>,
     lag: Arc<LagSignal>,
@@ -84,7 +86,7 @@ pub(super) async fn run(
         company: Arc::from(claims.company.as_str()),
         principal: claims.principal(),
         sink,
-        subs: HashSet::new(),
+        subs: HashMap::new(),
         events_tx,
         lag: Arc::new(LagSignal::default()),
         bucket: (burst, Instant::now()),
@@ -101,7 +103,7 @@ pub(super) async fn run(
             .await;
     }
     let _ = conn.sink.close().await;
-    for s in conn.subs.drain() {
+    for (s, _) in conn.subs.drain() {
         app.hub
             .unregister(&StreamId::new(conn.company.clone(), s), id);
     }
@@ -236,10 +238,13 @@ impl Conn {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(ev) = next.take() {
-            // Events queued before an unsubscribe are dropped here.
-            if self.subs.contains(&ev.env.stream) {
-                let msg = self.message(ev.bytes(self.enc));
-                self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+            // Events queued before an unsubscribe, or already sent, are dropped here.
+            if let Some(sent) = self.subs.get_mut(&ev.env.stream) {
+                if ev.env.seq > *sent {
+                    *sent = ev.env.seq;
+                    let msg = self.message(ev.bytes(self.enc));
+                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                }
             }
             n += 1;
             if n < WRITE_BATCH {
@@ -256,9 +261,11 @@ impl Conn {
             self.forward(ev, rx).await?;
         }
         for (sid, last) in self.lag.take() {
-            if !self.subs.contains(&sid.stream) {
+            let Some(&sent) = self.subs.get(&sid.stream) else {
                 continue;
-            }
+            };
+            // What was queued is sent by now, so `sent` >= `last`; resume after the later.
+            let last = last.max(sent);
             tracing::debug!(conn = self.id, stream = %sid, last, "slow consumer: catching up from the log");
             if let Err(f) = self.catch_up(&sid, last).await? {
                 self.subs.remove(&sid.stream);
@@ -342,6 +349,9 @@ impl Conn {
                         )));
                     }
                     last = env.seq;
+                    if let Some(sent) = self.subs.get_mut(&sid.stream) {
+                        *sent = last;
+                    }
                     let msg = self.message(self.enc.encode_event(&env));
                     self.sink.feed(msg).await.map_err(|_| End::Gone)?;
                 }
@@ -410,7 +420,7 @@ impl Conn {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }).await,
             ClientFrame::Subscribe { id, stream, since } => self.subscribe(id, stream, since).await,
             ClientFrame::Unsubscribe { id, stream } => {
-                let reply = if self.subs.remove(&stream) {
+                let reply = if self.subs.remove(&stream).is_some() {
                     self.app.hub.unregister(&self.sid(&stream), self.id);
                     ServerFrame::Unsubscribed { id, stream }
                 } else {
@@ -519,7 +529,7 @@ impl Conn {
         stream: StreamName,
         since: Option<u64>,
     ) -> Result<(), End> {
-        if !self.subs.contains(&stream) && self.subs.len() >= self.app.edge.subscriptions {
+        if !self.subs.contains_key(&stream) && self.subs.len() >= self.app.edge.subscriptions {
             let f = error_frame(
                 id,
                 ErrorCode::TooLarge,
@@ -534,7 +544,7 @@ impl Conn {
         }
         let sid = self.sid(&stream);
         // A repeated subscribe restarts the subscription from what the client now asks.
-        if self.subs.remove(&stream) {
+        if self.subs.remove(&stream).is_some() {
             self.app.hub.unregister(&sid, self.id);
         }
         let epoch = self.app.store.epoch().to_owned();
@@ -568,7 +578,7 @@ impl Conn {
                         return self.send(&f).await;
                     }
                     Register::Live(Ok((head, snapshot))) => {
-                        self.subs.insert(stream.clone());
+                        self.subs.insert(stream.clone(), head);
                         let f = ServerFrame::Subscribed {
                             id,
                             stream,
@@ -596,7 +606,7 @@ impl Conn {
                     );
                     return self.send(&f).await;
                 }
-                self.subs.insert(stream.clone());
+                self.subs.insert(stream.clone(), since);
                 let f = ServerFrame::Subscribed {
                     id,
                     stream: stream.clone(),

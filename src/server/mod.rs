@@ -51,7 +51,8 @@ pub struct EdgeLimits {
     pub outbound_queue: usize,
     /// How often the server pings an idle connection.
     pub ping_interval: Duration,
-    /// A connection that sends nothing (not even a pong) for this long is closed.
+    /// A connection that sends nothing (not even a pong) for this long is closed. Checked at each
+    /// ping, so a dead peer is gone within `idle_timeout + ping_interval` (30 s by default).
     pub idle_timeout: Duration,
 }
 
@@ -67,7 +68,7 @@ impl Default for EdgeLimits {
             connections: 20_000,
             outbound_queue: 1024,
             ping_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(20),
         }
     }
 }
