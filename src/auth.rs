@@ -85,6 +85,11 @@ impl Auth {
             _ => AuthError::Invalid(e.to_string()),
         })?;
         let c = data.claims;
+        // jsonwebtoken accepts a token during its `exp` second; a connection is closed at `exp`,
+        // so the upgrade must refuse from that second on too.
+        if c.exp <= now_secs() {
+            return Err(AuthError::Expired);
+        }
         if !valid_id(&c.sub) {
             return Err(AuthError::Invalid(
                 "sub must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into(),
@@ -95,7 +100,11 @@ impl Auth {
                 "company must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
-        if c.groups.len() > 100 || c.groups.iter().any(|g| g.is_empty() || g.len() > 128) {
+        if c.groups.len() > 100
+            || c.groups
+                .iter()
+                .any(|g| g.is_empty() || g.chars().count() > 128)
+        {
             return Err(AuthError::Invalid(
                 "groups: at most 100, each 1 to 128 characters".into(),
             ));

@@ -14,7 +14,7 @@
 //!
 //! Never: block or await while holding a slot lock (all work under it is in-memory).
 
-use crate::domain;
+use crate::domain::{self, Principal};
 use crate::store::StreamId;
 use bytes::Bytes;
 use copanel_protocol::{Encoding, Envelope, StreamState};
@@ -54,11 +54,14 @@ impl SharedEvent {
     }
 }
 
-/// Tells a connection which of its subscriptions fell behind, and from where to catch up.
+/// Tells a connection which of its subscriptions fell behind (and from where to catch up) or
+/// lost read access.
 #[derive(Debug, Default)]
 pub struct LagSignal {
     /// (stream, last seq handed to the connection's queue) for each lagged subscription.
     lagged: Mutex<Vec<(StreamId, u64)>>,
+    /// Subscriptions ended because the subscriber may no longer read the stream.
+    revoked: Mutex<Vec<StreamId>>,
     /// Wakes the connection's task.
     pub notify: Notify,
 }
@@ -69,8 +72,18 @@ impl LagSignal {
         std::mem::take(&mut *self.lagged.lock())
     }
 
+    /// Takes the subscriptions whose access was withdrawn.
+    pub fn take_revoked(&self) -> Vec<StreamId> {
+        std::mem::take(&mut *self.revoked.lock())
+    }
+
     fn push(&self, id: StreamId, last: u64) {
         self.lagged.lock().push((id, last));
+        self.notify.notify_one();
+    }
+
+    fn revoke(&self, id: StreamId) {
+        self.revoked.lock().push(id);
         self.notify.notify_one();
     }
 }
@@ -82,8 +95,11 @@ pub struct Subscriber {
     pub conn: u64,
     /// The connection's bounded queue of live events.
     pub tx: mpsc::Sender<Arc<SharedEvent>>,
-    /// Where to report that this subscription fell behind.
+    /// Where to report that this subscription fell behind or lost access.
     pub lag: Arc<LagSignal>,
+    /// Who subscribed: read access is checked again after every event, so a removed
+    /// collaborator stops receiving the panel at once.
+    pub principal: Arc<Principal>,
 }
 
 struct Registered {
@@ -187,11 +203,19 @@ impl Hub {
         }
         domain::apply(&mut c.state, &ev.env);
         c.head = seq;
+        let state = &c.state;
+        let stream = &id.stream;
         inner
             .subs
             .retain_mut(|r| match r.sub.tx.try_send(ev.clone()) {
                 Ok(()) => {
                     r.last = seq;
+                    // The event that withdrew access is still delivered (the removed collaborator
+                    // sees its removal); nothing after it is.
+                    if domain::can_read(stream, state, &r.sub.principal).is_err() {
+                        r.sub.lag.revoke(id.clone());
+                        return false;
+                    }
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {

@@ -32,7 +32,7 @@ enum Cmd {
 enum DurabilityArg {
     /// Ack after the batch is flushed to disk.
     Sync,
-    /// Ack before the flush (the store flushes every 200 ms): faster, may lose the last acks on a crash.
+    /// Ack before the flush (events still published after it): lower latency, may lose the last acks on a crash.
     Relaxed,
 }
 
@@ -113,7 +113,14 @@ struct TokenArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Serve(ServeArgs::default())) {
+    // No command means `serve` with its defaults and environment fallbacks, parsed by clap.
+    let command =
+        cli.command
+            .unwrap_or_else(|| match Cli::parse_from(["copanel", "serve"]).command {
+                Some(c) => c,
+                None => Cmd::Serve(ServeArgs::default()),
+            });
+    match command {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
     }
@@ -122,7 +129,12 @@ fn main() -> ExitCode {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use std::io::IsTerminal;
+    // Logs go to stderr, so stdout carries only what the command prints (the address, a token).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -29,8 +29,9 @@ pub enum Durability {
     /// After the batch is flushed to disk (default). A crash loses no acknowledged event.
     #[default]
     Sync,
-    /// After the batch is written to the store's memory; the store flushes every 200 ms. A crash
-    /// may lose the last acknowledged events. Faster; for setups that accept that.
+    /// As soon as the batch is written to the store, before its flush (lower ack latency). The
+    /// events are still published to subscribers only after the flush, so a crash may lose the
+    /// last acknowledged events but never one that a subscriber has seen.
     Relaxed,
 }
 
@@ -81,7 +82,8 @@ pub enum CommandError {
 }
 
 enum Msg {
-    Command(CommandRequest),
+    /// Boxed: a request is large and the channel holds many messages.
+    Command(Box<CommandRequest>),
     Load {
         id: StreamId,
         reply: oneshot::Sender<StoreResult<()>>,
@@ -99,7 +101,7 @@ impl WriterHandle {
     /// Queues a command; waits for room in the queue (backpressure), not for the result.
     pub async fn submit(&self, req: CommandRequest) {
         if let Err(mpsc::error::SendError(Msg::Command(req))) =
-            self.tx.send(Msg::Command(req)).await
+            self.tx.send(Msg::Command(Box::new(req))).await
         {
             let _ = req.reply.send(Err(CommandError::Unavailable(
                 "the server is shutting down".into(),
@@ -150,6 +152,15 @@ pub fn spawn(
     };
     let task = tokio::spawn(writer.run(rx));
     (WriterHandle { tx }, task)
+}
+
+/// FNV-1a over the command's MessagePack encoding: stable across builds, unlike `std`'s
+/// hasher, because it is stored.
+fn fingerprint(cmd: &Command) -> u64 {
+    let bytes = rmp_serde::to_vec_named(cmd).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn now_ms() -> u64 {
@@ -228,42 +239,12 @@ impl Writer {
             match msg {
                 Msg::Load { id, reply } => loads.push((id, reply)),
                 Msg::Command(req) => {
-                    let id = StreamId::new(req.company.clone(), req.stream.clone());
-                    let key = (id, req.command_id.clone());
-                    let prior = match seen.get(&key) {
-                        Some(o) => Ok(Some(o.clone())),
-                        None => self.store.outcome(&key.0, &key.1),
-                    };
-                    match prior {
-                        Ok(Some(outcome)) => {
-                            // Idempotent retry: the first result, nothing appended. Still sent
-                            // after this batch's flush, in case the first is in this batch.
-                            pending.push(Pending {
-                                reply: req.reply,
-                                outcome,
-                            });
-                            continue;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            metrics::COMMANDS_REFUSED.inc();
-                            let _ = req
-                                .reply
-                                .send(Err(CommandError::Unavailable(e.to_string())));
-                            continue;
-                        }
-                    }
-                    match self.decide(&key.0, &req, now, &mut batch, &mut touched) {
-                        Ok(outcome) => {
-                            batch
-                                .outcomes
-                                .push((key.0.clone(), key.1.clone(), outcome.clone()));
-                            seen.insert(key, outcome.clone());
-                            pending.push(Pending {
-                                reply: req.reply,
-                                outcome,
-                            });
-                        }
+                    let req = *req;
+                    match self.command(&req, now, &mut batch, &mut touched, &mut seen) {
+                        Ok(outcome) => pending.push(Pending {
+                            reply: req.reply,
+                            outcome,
+                        }),
                         Err(e) => {
                             metrics::COMMANDS_REFUSED.inc();
                             let _ = req.reply.send(Err(e));
@@ -274,40 +255,106 @@ impl Writer {
         }
 
         if !batch.is_empty() {
-            let written = match self.store.append(&batch) {
-                Ok(()) => match self.durability {
-                    Durability::Sync => self.store.flush().await,
-                    Durability::Relaxed => Ok(()),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                tracing::error!(error = %e, events = batch.events.len(), "batch not written");
-                // The cached states include the failed events: forget them, reload on next use.
-                for id in &touched {
-                    self.cache.remove(id);
-                }
-                for p in pending {
-                    metrics::COMMANDS_REFUSED.inc();
-                    let _ = p.reply.send(Err(CommandError::Unavailable(format!(
-                        "the store could not take the write ({e}); retry with the same command_id"
-                    ))));
-                }
-                self.answer_loads(loads);
+            if let Err(e) = self.store.append(&batch) {
+                self.failed(&e, &batch, &touched, pending, loads);
+                return;
+            }
+            if self.durability == Durability::Relaxed {
+                // Acked before the flush; published only after it, so no subscriber ever sees
+                // an event that a crash could take back.
+                pending = self.ack(pending);
+            }
+            if let Err(e) = self.store.flush().await {
+                self.failed(&e, &batch, &touched, pending, loads);
                 return;
             }
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
         }
-        for p in pending {
-            metrics::COMMANDS_ACKED.inc();
-            let _ = p.reply.send(Ok(p.outcome));
-        }
+        self.ack(pending);
         for (company, env) in batch.events {
             let id = StreamId::new(company, env.stream.clone());
             self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
         }
         self.answer_loads(loads);
+    }
+
+    /// Sends the acks; returns nothing left to ack.
+    fn ack(&self, pending: Vec<Pending>) -> Vec<Pending> {
+        for p in pending {
+            metrics::COMMANDS_ACKED.inc();
+            let _ = p.reply.send(Ok(p.outcome));
+        }
+        Vec::new()
+    }
+
+    /// A batch could not be written or flushed: nothing is acked or published, and the cached
+    /// states that include it are dropped so they reload from the log.
+    fn failed(
+        &mut self,
+        e: &StoreError,
+        batch: &AppendBatch,
+        touched: &[StreamId],
+        pending: Vec<Pending>,
+        loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>,
+    ) {
+        tracing::error!(error = %e, events = batch.events.len(), "batch not written");
+        for id in touched {
+            self.cache.remove(id);
+        }
+        for p in pending {
+            metrics::COMMANDS_REFUSED.inc();
+            let _ = p.reply.send(Err(CommandError::Unavailable(format!(
+                "the store could not take the write ({e}); retry with the same command_id"
+            ))));
+        }
+        self.answer_loads(loads);
+    }
+
+    /// One command: access, idempotency, then decide. Stages accepted events into `batch`.
+    fn command(
+        &mut self,
+        req: &CommandRequest,
+        now: u64,
+        batch: &mut AppendBatch,
+        touched: &mut Vec<StreamId>,
+        seen: &mut HashMap<(StreamId, String), CommandOutcome>,
+    ) -> Result<CommandOutcome, CommandError> {
+        let unavailable = |e: StoreError| CommandError::Unavailable(e.to_string());
+        let id = StreamId::new(req.company.clone(), req.stream.clone());
+        // Access first: nothing below (a stored ack, the head in a conflict) may reach someone
+        // who cannot read the stream.
+        let entry = self.entry(&id).map_err(unavailable)?;
+        domain::can_read(&req.stream, &entry.state, &req.principal)?;
+        let fingerprint = fingerprint(&req.command);
+        let key = (id, req.command_id.clone());
+        let prior = match seen.get(&key) {
+            Some(o) => Some(o.clone()),
+            None => self.store.outcome(&key.0, &key.1).map_err(unavailable)?,
+        };
+        if let Some(outcome) = prior {
+            if outcome.actor != req.principal.id || outcome.fingerprint != fingerprint {
+                return Err(CommandError::Rejected(Rejection {
+                    code: copanel_protocol::ErrorCode::Invalid,
+                    message: format!(
+                        "command_id {:?} was already used on {} for a different command; use a new id",
+                        req.command_id, req.stream
+                    ),
+                    field: Some("command_id".into()),
+                }));
+            }
+            // Idempotent retry: the first result, nothing appended. Acked after this batch's
+            // flush, in case the first is in this very batch.
+            return Ok(outcome);
+        }
+        let mut outcome = self.decide(&key.0, req, now, batch, touched)?;
+        outcome.actor = req.principal.id.clone();
+        outcome.fingerprint = fingerprint;
+        batch
+            .outcomes
+            .push((key.0.clone(), key.1.clone(), outcome.clone()));
+        seen.insert(key, outcome.clone());
+        Ok(outcome)
     }
 
     fn answer_loads(&mut self, loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>) {
@@ -380,6 +427,8 @@ impl Writer {
         Ok(CommandOutcome {
             seq,
             created: decision.created,
+            actor: String::new(),
+            fingerprint: 0,
         })
     }
 }

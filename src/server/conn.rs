@@ -53,7 +53,7 @@ struct Conn {
     id: u64,
     enc: Encoding,
     company: Arc<str>,
-    principal: Principal,
+    principal: Arc<Principal>,
     sink: SplitSink<WebSocket, Message>,
     /// Streams this connection is subscribed to (live or catching up), with the last seq sent
     /// to the client on each. Anything at or below it is never sent again: that covers events
@@ -84,7 +84,7 @@ pub(super) async fn run(
         id,
         enc,
         company: Arc::from(claims.company.as_str()),
-        principal: claims.principal(),
+        principal: Arc::new(claims.principal()),
         sink,
         subs: HashMap::new(),
         events_tx,
@@ -260,6 +260,21 @@ impl Conn {
         while let Ok(ev) = rx.try_recv() {
             self.forward(ev, rx).await?;
         }
+        for sid in self.lag.take_revoked() {
+            if self.subs.remove(&sid.stream).is_some() {
+                let f = error_frame(
+                    None,
+                    ErrorCode::Forbidden,
+                    format!(
+                        "read access to {} was withdrawn; the subscription has ended",
+                        sid.stream
+                    ),
+                    None,
+                    Some(sid.stream.clone()),
+                );
+                self.send(&f).await?;
+            }
+        }
         for (sid, last) in self.lag.take() {
             let Some(&sent) = self.subs.get(&sid.stream) else {
                 continue;
@@ -280,6 +295,7 @@ impl Conn {
             conn: self.id,
             tx: self.events_tx.clone(),
             lag: self.lag.clone(),
+            principal: self.principal.clone(),
         }
     }
 
@@ -451,7 +467,7 @@ impl Conn {
                     .writer
                     .submit(CommandRequest {
                         company: self.company.clone(),
-                        principal: self.principal.clone(),
+                        principal: (*self.principal).clone(),
                         stream: stream.clone(),
                         command_id: command_id.clone(),
                         expected_seq,

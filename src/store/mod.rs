@@ -49,6 +49,12 @@ pub struct CommandOutcome {
     pub seq: u64,
     /// The id of what it created, if anything.
     pub created: Option<String>,
+    /// Who sent it: a retry must come from the same sender to get this outcome.
+    #[serde(default)]
+    pub actor: String,
+    /// FNV-1a of the command's MessagePack encoding: a retry must be the same command.
+    #[serde(default)]
+    pub fingerprint: u64,
 }
 
 /// One atomic write: events (possibly on several streams) and command outcomes.
