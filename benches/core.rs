@@ -106,6 +106,8 @@ fn decide_apply(c: &mut Criterion) {
                     now: 2,
                     next_seq: 2,
                     limits: &limits,
+                    world: &copanel::domain::EmptyWorld,
+                    fresh_id: "fresh",
                 };
                 let d = domain::decide(&st, &ctx, &cmd).unwrap();
                 for (i, event) in d.events.into_iter().enumerate() {

@@ -8,6 +8,8 @@
 //! - [`domain`]: the rules. Pure `decide`/`apply` per stream kind; knows nothing of I/O.
 //! - [`store`]: the durable log ([`store::Store`] trait, sled implementation).
 //! - [`writer`]: the single writer task: idempotency, `expected_seq`, decide, group commit.
+//! - [`derived`]: projections kept beside the log for queries (tag usage, session summaries).
+//! - [`search`]: the in-memory contact search index.
 //! - [`hub`]: committed projections and live fan-out with bounded per-connection queues.
 //! - [`server`]: the network edge: HTTP routes, WebSocket upgrade and connections.
 //! - [`auth`]: JWT HS256 tokens and the server secret.
@@ -18,9 +20,11 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod derived;
 pub mod domain;
 pub mod hub;
 pub mod metrics;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod writer;

@@ -3,7 +3,8 @@
 //! One task owns the write side. It takes requests from a bounded channel, and for each batch
 //! of whatever has queued up (group commit): checks idempotency, loads the streams' states,
 //! checks `expected_seq`, runs the domain's `decide`, assigns gapless seqs, then writes the
-//! whole batch atomically, flushes once (`sync`), acknowledges, and publishes to the hub.
+//! whole batch atomically, flushes once (`sync`), publishes to the hub, and acknowledges (in
+//! that order, so a client reading right after its ack finds its own write).
 //! Because it is alone, seqs need no locking and a multi-stream command is trivially
 //! all-or-nothing: it is one atomic batch write.
 //!
@@ -13,12 +14,16 @@
 //! Never: hand the hub or a client anything before the batch that holds it is durable (in
 //! `sync` mode).
 
-use crate::domain::{self, Ctx, Limits, Principal, Rejection};
+use crate::derived::Derived;
+use crate::domain::{self, Ctx, Limits, Principal, Rejection, World};
 use crate::hub::{Hub, SharedEvent};
 use crate::metrics;
-use crate::store::{AppendBatch, CommandOutcome, Store, StoreError, StoreResult, StreamId};
-use copanel_protocol::{Command, Envelope, StreamName, StreamState};
-use std::collections::HashMap;
+use crate::search::ContactIndex;
+use crate::store::{
+    AppendBatch, CommandOutcome, IndexKind, IndexWrite, Store, StoreError, StoreResult, StreamId,
+};
+use copanel_protocol::{Command, Envelope, StreamKind, StreamName, StreamState};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -84,6 +89,12 @@ pub enum CommandError {
 enum Msg {
     /// Boxed: a request is large and the channel holds many messages.
     Command(Box<CommandRequest>),
+    /// An operator connected with these groups (kept in the roster for group redirects).
+    Roster {
+        company: Arc<str>,
+        operator: String,
+        groups: Vec<String>,
+    },
     Load {
         id: StreamId,
         reply: oneshot::Sender<StoreResult<()>>,
@@ -109,6 +120,16 @@ impl WriterHandle {
         }
     }
 
+    /// Records that `operator` of `company` belongs to `groups` (from its token). Best effort:
+    /// dropped if the writer's queue is full; the next connection records it again.
+    pub fn roster(&self, company: Arc<str>, operator: String, groups: Vec<String>) {
+        let _ = self.tx.try_send(Msg::Roster {
+            company,
+            operator,
+            groups,
+        });
+    }
+
     /// Asks the writer to install a stream's durable state in the hub; returns once it has.
     pub async fn load(&self, id: StreamId) -> StoreResult<()> {
         let (reply, rx) = oneshot::channel();
@@ -129,15 +150,47 @@ struct Cached {
 struct Writer {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    contacts: Arc<ContactIndex>,
     durability: Durability,
     limits: Limits,
     cache: HashMap<StreamId, Cached>,
+    derived: Derived,
+    /// Company → operator → groups, loaded from the store on first use per company.
+    roster: HashMap<Arc<str>, BTreeMap<String, Vec<String>>>,
+}
+
+/// What `decide` sees of other streams: the writer's cache (everything `needs` named is loaded)
+/// and the company's roster.
+struct CacheWorld<'a> {
+    cache: &'a HashMap<StreamId, Cached>,
+    company: &'a Arc<str>,
+    roster: Option<&'a BTreeMap<String, Vec<String>>>,
+}
+
+impl World for CacheWorld<'_> {
+    fn state(&self, stream: &StreamName) -> Option<&StreamState> {
+        self.cache
+            .get(&StreamId::new(self.company.clone(), stream.clone()))
+            .map(|c| &c.state)
+    }
+
+    fn group_members(&self, group: &str) -> Vec<String> {
+        self.roster
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, groups)| groups.iter().any(|g| g == group))
+                    .map(|(op, _)| op.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Starts the writer task. It ends when every [`WriterHandle`] is dropped, after a last flush.
 pub fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    contacts: Arc<ContactIndex>,
     durability: Durability,
     limits: Limits,
     queue: usize,
@@ -146,9 +199,12 @@ pub fn spawn(
     let writer = Writer {
         store,
         hub,
+        contacts,
         durability,
         limits,
         cache: HashMap::new(),
+        derived: Derived::default(),
+        roster: HashMap::new(),
     };
     let task = tokio::spawn(writer.run(rx));
     (WriterHandle { tx }, task)
@@ -238,6 +294,11 @@ impl Writer {
         for msg in msgs {
             match msg {
                 Msg::Load { id, reply } => loads.push((id, reply)),
+                Msg::Roster {
+                    company,
+                    operator,
+                    groups,
+                } => self.note_roster(company, operator, groups, &mut batch),
                 Msg::Command(req) => {
                     let req = *req;
                     match self.command(&req, now, &mut batch, &mut touched, &mut seen) {
@@ -271,11 +332,16 @@ impl Writer {
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
         }
-        self.ack(pending);
+        // Publish before acking: a client that reads right after its ack (history, state_at,
+        // a query) must find its own write. Publishing is in-memory and never blocks.
         for (company, env) in batch.events {
+            if env.stream.kind() == StreamKind::Contact {
+                self.contacts.on_committed(&company, &env);
+            }
             let id = StreamId::new(company, env.stream.clone());
             self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
         }
+        self.ack(pending);
         self.answer_loads(loads);
     }
 
@@ -302,6 +368,8 @@ impl Writer {
         for id in touched {
             self.cache.remove(id);
         }
+        self.derived.clear();
+        self.roster.clear();
         for p in pending {
             metrics::COMMANDS_REFUSED.inc();
             let _ = p.reply.send(Err(CommandError::Unavailable(format!(
@@ -357,6 +425,49 @@ impl Writer {
         Ok(outcome)
     }
 
+    fn load_roster(&mut self, company: &Arc<str>) -> StoreResult<()> {
+        if self.roster.contains_key(company) {
+            return Ok(());
+        }
+        let mut roster = BTreeMap::new();
+        for (operator, v) in self.store.index_scan(company, IndexKind::Roster)? {
+            let groups: Vec<String> = rmp_serde::from_slice(&v).unwrap_or_default();
+            roster.insert(operator, groups);
+        }
+        self.roster.insert(company.clone(), roster);
+        Ok(())
+    }
+
+    /// Stages a roster change, if it is one.
+    fn note_roster(
+        &mut self,
+        company: Arc<str>,
+        operator: String,
+        mut groups: Vec<String>,
+        batch: &mut AppendBatch,
+    ) {
+        if let Err(e) = self.load_roster(&company) {
+            tracing::warn!(error = %e, "roster not loaded");
+            return;
+        }
+        groups.sort();
+        groups.dedup();
+        let Some(roster) = self.roster.get_mut(&company) else {
+            return;
+        };
+        if roster.get(&operator) == Some(&groups) {
+            return;
+        }
+        let value = rmp_serde::to_vec(&groups).ok();
+        roster.insert(operator.clone(), groups);
+        batch.index.push(IndexWrite {
+            company,
+            kind: IndexKind::Roster,
+            key: operator,
+            value,
+        });
+    }
+
     fn answer_loads(&mut self, loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>) {
         for (id, reply) in loads {
             let res = self.entry(&id).map(|c| (c.head, c.state.clone()));
@@ -383,14 +494,37 @@ impl Writer {
                 return Err(CommandError::Conflict { expected, head });
             }
         }
-        let ctx = Ctx {
-            principal: &req.principal,
-            stream: &req.stream,
-            now,
-            next_seq: head + 1,
-            limits: &limits,
+        // Load what the rules read of other streams, then decide against immutable views.
+        for other in domain::needs(&req.stream, &entry.state, &req.command) {
+            self.entry(&StreamId::new(id.company.clone(), other))
+                .map_err(unavailable)?;
+        }
+        if matches!(req.command, Command::Redirect { .. }) {
+            self.load_roster(&id.company).map_err(unavailable)?;
+        }
+        let fresh_id = format!("{:016x}", rand::random::<u64>());
+        let decision = {
+            let world = CacheWorld {
+                cache: &self.cache,
+                company: &id.company,
+                roster: self.roster.get(&id.company),
+            };
+            let state = &self
+                .cache
+                .get(id)
+                .ok_or_else(|| unavailable(StoreError::Backend("cache entry vanished".into())))?
+                .state;
+            let ctx = Ctx {
+                principal: &req.principal,
+                stream: &req.stream,
+                now,
+                next_seq: head + 1,
+                limits: &limits,
+                world: &world,
+                fresh_id: &fresh_id,
+            };
+            domain::decide(state, &ctx, &req.command)?
         };
-        let decision = domain::decide(&entry.state, &ctx, &req.command)?;
         // Load side streams before changing anything, so a load failure leaves no trace.
         for (stream, _) in &decision.others {
             let side = StreamId::new(id.company.clone(), stream.clone());
@@ -411,6 +545,15 @@ impl Writer {
             });
             domain::apply(&mut c.state, &env);
             c.head = env.seq;
+            if let Err(e) =
+                this.derived
+                    .on_event(this.store.as_ref(), &sid.company, &env, &mut batch.index)
+            {
+                // Derived records are rebuildable hints; a failure to read one must not lose
+                // the event. Logged, and the cache is reset so the next event reloads it.
+                tracing::warn!(error = %e, "derived records not updated");
+                this.derived.clear();
+            }
             batch.events.push((sid.company.clone(), env));
             if !touched.contains(&sid) {
                 touched.push(sid);

@@ -64,6 +64,8 @@ fn when(s: &OperatorState, who: &Principal, cmd: &Command) -> Result<Decision, R
         now: NOW,
         next_seq: 1,
         limits: &limits,
+        world: &copanel::domain::EmptyWorld,
+        fresh_id: "fresh",
     };
     domain::decide(&StreamState::Operator(s.clone()), &ctx, cmd)
 }
@@ -215,6 +217,8 @@ impl World {
             now: NOW,
             next_seq: self.head + 1,
             limits: &limits,
+            world: &copanel::domain::EmptyWorld,
+            fresh_id: "fresh",
         };
         let d =
             domain::decide(&self.state, &ctx, &cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e:?}"));

@@ -98,6 +98,8 @@ fn when_limited(
         now: NOW + 1000,
         next_seq: g.head + 1,
         limits,
+        world: &copanel::domain::EmptyWorld,
+        fresh_id: "fresh",
     };
     domain::decide(&StreamState::Session(g.state.clone()), &ctx, &cmd)
 }
@@ -268,6 +270,7 @@ fn tag_added(who: Principal, tag: &str) -> (Principal, Event) {
         Event::TagAdded {
             tag: tag.into(),
             source: TagSource::Manual,
+            rule_id: None,
         },
     )
 }
@@ -1189,6 +1192,7 @@ fn tags_are_added_trimmed_and_once() {
         vec![Event::TagAdded {
             tag: "Café".into(),
             source: TagSource::Manual,
+            rule_id: None,
         }]
     );
     let s = then_state(&g, &op1(), &d);

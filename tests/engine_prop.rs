@@ -111,6 +111,7 @@ async fn run_case(batches: Vec<Vec<(u8, Option<bool>, Command)>>) {
         let (w, task) = writer::spawn(
             store.clone(),
             hub.clone(),
+            Arc::new(copanel::search::ContactIndex::new()),
             Durability::Sync,
             Limits::default(),
             1024,
@@ -142,12 +143,16 @@ async fn run_case(batches: Vec<Vec<(u8, Option<bool>, Command)>>) {
                 let _ = r.await.unwrap();
             }
         }
+        // A load is answered at the end of the writer's batch: a barrier after the last publish.
+        for id in std::iter::once(&sid).chain(feeds.iter()) {
+            w.load(id.clone()).await.unwrap();
+        }
         for id in std::iter::once(&sid).chain(feeds.iter()) {
             let (events, states) = replay(store.as_ref(), id);
             let head = events.len() as u64;
             let live = hub.read(id, |c| (c.head, c.state.clone())).unwrap();
             // Then: the committed state served to subscribers is the replay of the log.
-            assert_eq!(live.0, head);
+            assert_eq!(live.0, head, "hub head of {id} in round {round}");
             assert_eq!(&live.1, states.last().unwrap());
             // Then: state at N is the fold of 1..N, for every N.
             for (k, s) in states.iter().enumerate() {

@@ -431,6 +431,8 @@ fn run(steps: &[(usize, Command)]) -> Result<(), TestCaseError> {
             now: at,
             next_seq,
             limits: &limits,
+            world: &copanel::domain::EmptyWorld,
+            fresh_id: "fresh",
         };
         let decided = domain::decide(&live, &ctx, cmd);
         // Deciding is pure: the same inputs give the same answer.

@@ -526,6 +526,7 @@ mod tests {
             event: Event::TagAdded {
                 tag: "vip".into(),
                 source: TagSource::Manual,
+                rule_id: None,
             },
         };
         for enc in [Encoding::Json, Encoding::Msgpack] {

@@ -166,6 +166,100 @@ pub enum Command {
     },
     /// Closes the session.
     CloseSession {},
+    /// Adds the session's client to the contact directory: a new `contact/<id>` is created from
+    /// the client information and linked. The ack's `created` is the contact id.
+    AddToDirectory {},
+    /// Links the session to an existing contact.
+    LinkContact {
+        /// The contact (the id after `contact/`).
+        contact_id: String,
+    },
+    /// Unlinks the session from its contact; the contact stays in the directory.
+    DisconnectContact {},
+    /// Adds a phone, email or identifier to the linked contact (also one it already has).
+    AddContactDetail {
+        /// Which kind of detail.
+        detail: ContactDetail,
+        /// The value.
+        value: String,
+    },
+    /// Removes the linked contact from the directory; every session linked to it is unlinked.
+    RemoveContact {},
+    /// Hands the session to another operator or to a group, with an optional note.
+    Redirect {
+        /// The operator to hand it to.
+        #[serde(default)]
+        operator_id: Option<String>,
+        /// Or the group whose members may claim it.
+        #[serde(default)]
+        group: Option<String>,
+        /// A note for the receiver, added to the session's notes.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// A member of the owning group takes the session.
+    Claim {},
+    /// Erases the personal data of a closed session (admin).
+    Anonymize {},
+
+    // ---- operator/<id> ----
+    /// Stars a catalog template on the operator's own feed.
+    StarTemplate {
+        /// The template.
+        template_id: String,
+    },
+    /// Unstars a template.
+    UnstarTemplate {
+        /// The template.
+        template_id: String,
+    },
+
+    // ---- catalog ----
+    /// Defines (or recolours) a tag (admin).
+    DefineTag {
+        /// The tag.
+        tag: String,
+        /// Background colour, `#rrggbb`.
+        background: String,
+        /// Text colour, `#rrggbb`.
+        text: String,
+    },
+    /// Adds an auto-tag rule (admin): a transcript message containing any keyword gets the tag.
+    /// The ack's `created` is the rule id.
+    AddAutotagRule {
+        /// Keywords or phrases, matched as whole words, ignoring case and diacritics.
+        keywords: Vec<String>,
+        /// The tag to add.
+        tag: String,
+    },
+    /// Removes an auto-tag rule (admin).
+    RemoveAutotagRule {
+        /// The rule.
+        rule_id: String,
+    },
+    /// Creates a message template (admin). The ack's `created` is the template id.
+    CreateTemplate {
+        /// Title.
+        title: String,
+        /// Text.
+        text: String,
+    },
+    /// Changes a template's title and/or text (admin).
+    UpdateTemplate {
+        /// The template.
+        template_id: String,
+        /// New title.
+        #[serde(default)]
+        title: Option<String>,
+        /// New text.
+        #[serde(default)]
+        text: Option<String>,
+    },
+    /// Deletes a template (admin).
+    DeleteTemplate {
+        /// The template.
+        template_id: String,
+    },
 }
 
 /// Client information as given to `open_session`.
@@ -204,6 +298,22 @@ impl Command {
             Command::DeleteNote { .. } => "delete_note",
             Command::PostMessage { .. } => "post_message",
             Command::CloseSession {} => "close_session",
+            Command::AddToDirectory {} => "add_to_directory",
+            Command::LinkContact { .. } => "link_contact",
+            Command::DisconnectContact {} => "disconnect_contact",
+            Command::AddContactDetail { .. } => "add_contact_detail",
+            Command::RemoveContact {} => "remove_contact",
+            Command::Redirect { .. } => "redirect",
+            Command::Claim {} => "claim",
+            Command::Anonymize {} => "anonymize",
+            Command::StarTemplate { .. } => "star_template",
+            Command::UnstarTemplate { .. } => "unstar_template",
+            Command::DefineTag { .. } => "define_tag",
+            Command::AddAutotagRule { .. } => "add_autotag_rule",
+            Command::RemoveAutotagRule { .. } => "remove_autotag_rule",
+            Command::CreateTemplate { .. } => "create_template",
+            Command::UpdateTemplate { .. } => "update_template",
+            Command::DeleteTemplate { .. } => "delete_template",
         }
     }
 }

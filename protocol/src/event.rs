@@ -1,6 +1,6 @@
 //! Events: what happened, in the past tense, and the envelope that carries each one.
 
-use crate::command::{MessageFrom, Owner, PresetParameter};
+use crate::command::{ContactDetail, MessageFrom, Owner, PresetParameter};
 use crate::stream::StreamName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +51,8 @@ pub struct Actor {
 pub enum TagSource {
     /// Added by hand (an operator or the platform).
     Manual,
+    /// Added by an auto-tag rule (the event's `rule_id` says which).
+    Rule,
 }
 
 /// An event, tagged by `kind`.
@@ -137,6 +139,9 @@ pub enum Event {
         tag: String,
         /// Where it came from.
         source: TagSource,
+        /// The auto-tag rule, when `source` is `rule`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule_id: Option<String>,
     },
     /// A tag was removed.
     TagRemoved {
@@ -174,6 +179,79 @@ pub enum Event {
     },
     /// The session was closed.
     SessionClosed,
+    /// The session was linked to a contact.
+    ContactLinked {
+        /// The contact.
+        contact_id: String,
+    },
+    /// The session was unlinked from its contact.
+    ContactUnlinked {
+        /// The contact.
+        contact_id: String,
+        /// `true` when the contact was removed from the directory.
+        #[serde(default)]
+        removed: bool,
+    },
+    /// The session was handed to an operator or a group.
+    SessionRedirected {
+        /// The new owner.
+        to: Owner,
+        /// The note that came with it (added by a `note_added` in the same append).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note_id: Option<String>,
+    },
+    /// A member of the owning group took the session.
+    SessionClaimed {
+        /// The new owner.
+        operator_id: String,
+    },
+    /// The session's personal data was erased: client information, transcript texts,
+    /// parameter values and the contact link read as the redaction marker from now on.
+    SessionAnonymized,
+
+    // ---- contact/<id> ----
+    /// The contact was created from a session's client information.
+    ContactCreated {
+        /// The session it came from (and is linked to).
+        session_id: String,
+        /// Name.
+        name: String,
+        /// Phone.
+        phone: String,
+        /// Email.
+        email: String,
+    },
+    /// The contact's main details changed (through a linked session's client information).
+    ContactUpdated {
+        /// New name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// New phone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<String>,
+        /// New email.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
+    /// A phone, email or identifier was added.
+    ContactDetailAdded {
+        /// Which kind.
+        detail: ContactDetail,
+        /// The value.
+        value: String,
+    },
+    /// A session was linked to the contact.
+    SessionLinked {
+        /// The session.
+        session_id: String,
+    },
+    /// A session was unlinked from the contact.
+    SessionUnlinked {
+        /// The session.
+        session_id: String,
+    },
+    /// The contact was removed from the directory.
+    ContactRemoved,
 
     // ---- operator/<id> ----
     /// This operator was invited to a session.
@@ -189,6 +267,84 @@ pub enum Event {
         session_id: String,
         /// `accepted`, `declined` or `cancelled`.
         outcome: InvitationOutcome,
+    },
+    /// A session was redirected to this operator, or to a group it belongs to.
+    AssignmentReceived {
+        /// The session's id.
+        session_id: String,
+        /// Who redirected it.
+        by: String,
+        /// The redirect's note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// The group, when the session went to a group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// A pending assignment ended (claimed, redirected again, or closed).
+    AssignmentEnded {
+        /// The session's id.
+        session_id: String,
+    },
+    /// A template was starred.
+    TemplateStarred {
+        /// The template.
+        template_id: String,
+    },
+    /// A template was unstarred.
+    TemplateUnstarred {
+        /// The template.
+        template_id: String,
+    },
+
+    // ---- catalog ----
+    /// A tag was defined or recoloured.
+    TagDefined {
+        /// The tag.
+        tag: String,
+        /// Background colour.
+        background: String,
+        /// Text colour.
+        text: String,
+    },
+    /// An auto-tag rule was added.
+    AutotagRuleAdded {
+        /// Its id (`r<seq>`).
+        rule_id: String,
+        /// Keywords or phrases.
+        keywords: Vec<String>,
+        /// The tag.
+        tag: String,
+    },
+    /// An auto-tag rule was removed.
+    AutotagRuleRemoved {
+        /// The rule.
+        rule_id: String,
+    },
+    /// A template was created.
+    TemplateCreated {
+        /// Its id (`t<seq>`).
+        template_id: String,
+        /// Title.
+        title: String,
+        /// Text.
+        text: String,
+    },
+    /// A template changed.
+    TemplateUpdated {
+        /// The template.
+        template_id: String,
+        /// New title.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        /// New text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// A template was deleted.
+    TemplateDeleted {
+        /// The template.
+        template_id: String,
     },
 }
 
@@ -227,6 +383,27 @@ impl Event {
             Event::SessionClosed => "session_closed",
             Event::InvitationReceived { .. } => "invitation_received",
             Event::InvitationEnded { .. } => "invitation_ended",
+            Event::ContactLinked { .. } => "contact_linked",
+            Event::ContactUnlinked { .. } => "contact_unlinked",
+            Event::SessionRedirected { .. } => "session_redirected",
+            Event::SessionClaimed { .. } => "session_claimed",
+            Event::SessionAnonymized => "session_anonymized",
+            Event::ContactCreated { .. } => "contact_created",
+            Event::ContactUpdated { .. } => "contact_updated",
+            Event::ContactDetailAdded { .. } => "contact_detail_added",
+            Event::SessionLinked { .. } => "session_linked",
+            Event::SessionUnlinked { .. } => "session_unlinked",
+            Event::ContactRemoved => "contact_removed",
+            Event::AssignmentReceived { .. } => "assignment_received",
+            Event::AssignmentEnded { .. } => "assignment_ended",
+            Event::TemplateStarred { .. } => "template_starred",
+            Event::TemplateUnstarred { .. } => "template_unstarred",
+            Event::TagDefined { .. } => "tag_defined",
+            Event::AutotagRuleAdded { .. } => "autotag_rule_added",
+            Event::AutotagRuleRemoved { .. } => "autotag_rule_removed",
+            Event::TemplateCreated { .. } => "template_created",
+            Event::TemplateUpdated { .. } => "template_updated",
+            Event::TemplateDeleted { .. } => "template_deleted",
         }
     }
 }

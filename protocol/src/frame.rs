@@ -75,6 +75,33 @@ pub enum ClientFrame {
         /// The seq (0 = the empty state).
         seq: u64,
     },
+    /// Asks a question that is not one stream: `contacts`, `tag_suggestions` or `sessions`.
+    Query {
+        /// Request id, echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Which query.
+        what: QueryKind,
+        /// `contacts`: the search text (name, phone fragment, email, identifier).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        q: Option<String>,
+        /// `contacts`: at most this many results (default 20, at most 100).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        /// `tag_suggestions`: the typed prefix (may be empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        /// `sessions`: `open` (default) or `closed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+    },
+    /// An ephemeral hint ("typing in notes") relayed to the stream's other viewers.
+    Activity {
+        /// The stream (the sender must be subscribed to it).
+        stream: StreamName,
+        /// What the operator is doing, at most 64 characters.
+        what: String,
+    },
     /// Liveness check; answered by `pong`.
     Ping {
         /// Request id, echoed.
@@ -96,7 +123,9 @@ impl ClientFrame {
             | ClientFrame::Command { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::StateAt { id, .. }
+            | ClientFrame::Query { id, .. }
             | ClientFrame::Ping { id } => *id,
+            ClientFrame::Activity { .. } => None,
         }
     }
 }
@@ -108,8 +137,79 @@ pub const CLIENT_TYPES: &[&str] = &[
     "command",
     "history",
     "state_at",
+    "query",
+    "activity",
     "ping",
 ];
+
+/// The queries of a `query` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryKind {
+    /// Search the company's contact directory.
+    Contacts,
+    /// Tags to offer while typing: the company's by usage, and the operator's own recent ones.
+    TagSuggestions,
+    /// The operator's own sessions, invitations and assignments.
+    Sessions,
+}
+
+/// One contact found by `query contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactHit {
+    /// The contact's id (the stream is `contact/<id>`).
+    pub contact_id: String,
+    /// Name.
+    pub name: String,
+    /// Main phone.
+    pub phone: String,
+    /// Main email.
+    pub email: String,
+    /// Further phones, emails and identifiers.
+    pub details: Vec<crate::state::ContactDetailEntry>,
+}
+
+/// One tag offered by `query tag_suggestions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagSuggestion {
+    /// The tag.
+    pub tag: String,
+    /// Background colour from the catalog (default if it has none).
+    pub background: String,
+    /// Text colour.
+    pub text: String,
+    /// How many sessions carry it now.
+    pub uses: u64,
+}
+
+/// One session in `query sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The session's id (the stream is `session/<id>`).
+    pub session_id: String,
+    /// `open` or `closed`.
+    pub status: crate::state::SessionStatus,
+    /// Its channel.
+    pub channel: String,
+    /// Its owner.
+    pub owner: Option<crate::command::Owner>,
+    /// Client name.
+    pub client_name: String,
+    /// Why it is listed: `owner`, `collaborator`, `invited` or `group`.
+    pub role: String,
+}
+
+/// One viewer in a `presence` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    /// The operator (or service) id.
+    pub operator_id: String,
+    /// Its role.
+    pub role: crate::event::Role,
+    /// Its display name, when the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
 
 /// A frame from the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +288,42 @@ pub enum ServerFrame {
         seq: u64,
         /// The state.
         state: StreamState,
+    },
+    /// Reply to `query`: the field named after the query is set.
+    Result {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Which query.
+        what: QueryKind,
+        /// `contacts`: the matches, best first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contacts: Option<Vec<ContactHit>>,
+        /// `tag_suggestions`: company tags by usage, most used first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        company: Option<Vec<TagSuggestion>>,
+        /// `tag_suggestions`: this operator's own recent tags, most recent first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mine: Option<Vec<TagSuggestion>>,
+        /// `sessions`: the operator's sessions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sessions: Option<Vec<SessionSummary>>,
+    },
+    /// Who is subscribed to a stream right now; sent to its subscribers on every change.
+    Presence {
+        /// The stream.
+        stream: StreamName,
+        /// The viewers, one entry per operator however many connections it has.
+        viewers: Vec<Viewer>,
+    },
+    /// Another viewer's activity hint.
+    Activity {
+        /// The stream.
+        stream: StreamName,
+        /// Who.
+        operator: String,
+        /// What.
+        what: String,
     },
     /// Reply to `ping`.
     Pong {

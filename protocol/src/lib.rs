@@ -29,10 +29,13 @@ pub use codec::{DecodeError, Encoding};
 pub use command::{ClientInfoInput, Command, ContactDetail, MessageFrom, Owner, PresetParameter};
 pub use error::ErrorCode;
 pub use event::{Actor, Envelope, Event, InvitationOutcome, Role, TagSource};
-pub use frame::{ClientFrame, ServerFrame};
+pub use frame::{
+    ClientFrame, ContactHit, QueryKind, ServerFrame, SessionSummary, TagSuggestion, Viewer,
+};
 pub use state::{
-    ClientInfo, Collaborator, CollaboratorStatus, Invitation, Note, OperatorState, Parameter,
-    ParameterSource, SessionState, SessionStatus, StreamState, Tag,
+    Assignment, AutotagRule, CatalogState, ClientInfo, Collaborator, CollaboratorStatus,
+    ContactDetailEntry, ContactState, ContactStatus, Invitation, Note, OperatorState, Parameter,
+    ParameterSource, SessionState, SessionStatus, StreamState, Tag, TagDefinition, Template,
 };
 pub use stream::{StreamKind, StreamName};
 

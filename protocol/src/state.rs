@@ -86,6 +86,9 @@ pub struct Tag {
     pub source: crate::event::TagSource,
     /// Who added it.
     pub added_by: String,
+    /// The auto-tag rule that added it, when `source` is `rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
 }
 
 /// One operator note.
@@ -137,11 +140,119 @@ pub struct Invitation {
     pub at: u64,
 }
 
+/// A session handed to this operator (or its group) and not yet taken up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The session's id.
+    pub session_id: String,
+    /// Who redirected it.
+    pub by: String,
+    /// The redirect's note.
+    pub note: Option<String>,
+    /// The group, when it went to a group.
+    pub group: Option<String>,
+    /// When, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
 /// One operator's own feed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorState {
     /// Pending invitations, oldest first.
     pub invitations: Vec<Invitation>,
+    /// Sessions redirected to this operator or its groups, oldest first.
+    #[serde(default)]
+    pub assignments: Vec<Assignment>,
+    /// Starred template ids, in the order they were starred.
+    #[serde(default)]
+    pub starred: Vec<String>,
+}
+
+/// Whether a contact exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactStatus {
+    /// Not created (the stream is empty).
+    #[default]
+    New,
+    /// In the directory.
+    Active,
+    /// Removed from the directory.
+    Removed,
+}
+
+/// An extra phone, email or identifier of a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactDetailEntry {
+    /// Which kind.
+    pub detail: crate::command::ContactDetail,
+    /// The value.
+    pub value: String,
+    /// Who added it.
+    pub added_by: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One contact of the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactState {
+    /// `new`, `active` or `removed`.
+    pub status: ContactStatus,
+    /// Name.
+    pub name: String,
+    /// Main phone.
+    pub phone: String,
+    /// Main email.
+    pub email: String,
+    /// Further phones, emails and identifiers, in the order they were added.
+    pub details: Vec<ContactDetailEntry>,
+    /// Sessions linked to it now.
+    pub sessions: Vec<String>,
+}
+
+/// A tag's colours in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagDefinition {
+    /// The tag.
+    pub tag: String,
+    /// Background colour, `#rrggbb`.
+    pub background: String,
+    /// Text colour, `#rrggbb`.
+    pub text: String,
+}
+
+/// An auto-tag rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutotagRule {
+    /// Its id.
+    pub rule_id: String,
+    /// Keywords or phrases.
+    pub keywords: Vec<String>,
+    /// The tag it adds.
+    pub tag: String,
+}
+
+/// A message template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// Its id.
+    pub template_id: String,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub text: String,
+}
+
+/// The company catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    /// Tag definitions, in the order they were first defined.
+    pub tag_definitions: Vec<TagDefinition>,
+    /// Auto-tag rules, in the order they were added.
+    pub rules: Vec<AutotagRule>,
+    /// Templates, in the order they were created.
+    pub templates: Vec<Template>,
 }
 
 /// The state of any stream, as a `snapshot` or `state` frame carries it (untagged: the stream
@@ -156,4 +267,8 @@ pub enum StreamState {
     Session(SessionState),
     /// `operator/<id>`.
     Operator(OperatorState),
+    /// `contact/<id>`.
+    Contact(ContactState),
+    /// `catalog`.
+    Catalog(CatalogState),
 }

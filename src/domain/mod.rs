@@ -10,17 +10,30 @@
 //! clock reading and the seq the first event will get in [`Ctx`].
 //!
 //! # Layout
-//! - [`session`]: `session/<id>`, the client panel.
-//! - [`operator`]: `operator/<id>`, an operator's own feed (invitations).
+//! - [`session`]: `session/<id>`, the client panel; its contact-directory commands live in
+//!   [`contact`], redirect and claim in [`redirect`], anonymisation in [`anonymize`].
+//! - [`contact`]: `contact/<id>`, a contact directory entry.
+//! - [`catalog`]: `catalog`, tag definitions, auto-tag rules, templates; also the session-side
+//!   tag and template rules that read it.
+//! - [`operator`]: `operator/<id>`, an operator's own feed (invitations, assignments, stars).
+//! - [`text`]: case- and diacritics-insensitive text matching (auto-tags, search).
+//!
+//! Rules that span streams read the other streams through [`World`], which the writer fills
+//! with the states [`needs`] names before it calls `decide`.
 //! - this file: the shared types ([`Ctx`], [`Decision`], [`Rejection`], [`Limits`],
 //!   [`Principal`]) and the dispatch by stream kind.
 
+pub mod anonymize;
+pub mod catalog;
+pub mod contact;
 pub mod operator;
+pub mod redirect;
 pub mod session;
+pub mod text;
 
 use copanel_protocol::{
-    Actor, Command, Envelope, ErrorCode, OperatorState, Role, SessionState, StreamKind, StreamName,
-    StreamState,
+    Actor, CatalogState, Command, ContactState, Envelope, ErrorCode, OperatorState, Role,
+    SessionState, StreamKind, StreamName, StreamState,
 };
 
 /// Who is asking: the token's claims that matter to the rules.
@@ -45,7 +58,7 @@ impl Principal {
 }
 
 /// Everything `decide` needs besides the state and the command.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ctx<'a> {
     /// Who sends the command.
     pub principal: &'a Principal,
@@ -58,6 +71,69 @@ pub struct Ctx<'a> {
     pub next_seq: u64,
     /// The limits in force.
     pub limits: &'a Limits,
+    /// The current states of other streams this command needs (see [`needs`]).
+    pub world: &'a dyn World,
+    /// A fresh unique id from the writer, for things a command creates that need an id unique
+    /// across streams (a new contact).
+    pub fresh_id: &'a str,
+}
+
+/// Read-only access to other streams' current states and the company's operator roster.
+pub trait World {
+    /// The current state of `stream` in the caller's company, if the writer loaded it (every
+    /// stream [`needs`] named is loaded; a stream with no events has its initial state).
+    fn state(&self, stream: &StreamName) -> Option<&StreamState>;
+    /// Operators of the company known to belong to `group` (from the tokens they connected
+    /// with), sorted.
+    fn group_members(&self, group: &str) -> Vec<String>;
+}
+
+/// A world with no other streams and no roster: for rules that need none, and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmptyWorld;
+
+impl World for EmptyWorld {
+    fn state(&self, _stream: &StreamName) -> Option<&StreamState> {
+        None
+    }
+    fn group_members(&self, _group: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The other streams `decide` will read for `command` on `stream` in `state`.
+pub fn needs(stream: &StreamName, state: &StreamState, command: &Command) -> Vec<StreamName> {
+    let catalog = || StreamName::parse("catalog").ok();
+    let linked = || match state {
+        StreamState::Session(s) => s
+            .contact_id
+            .as_deref()
+            .and_then(|c| StreamName::parse(&format!("contact/{c}")).ok()),
+        _ => None,
+    };
+    let found: Vec<Option<StreamName>> = match (stream.kind(), command) {
+        (StreamKind::Session, Command::AddTag { .. } | Command::PostMessage { .. }) => {
+            vec![catalog()]
+        }
+        (StreamKind::Session, Command::LinkContact { contact_id }) => {
+            vec![
+                StreamName::parse(&format!("contact/{contact_id}")).ok(),
+                linked(),
+            ]
+        }
+        (
+            StreamKind::Session,
+            Command::SetClientInfo { .. }
+            | Command::AddToDirectory {}
+            | Command::DisconnectContact {}
+            | Command::AddContactDetail { .. }
+            | Command::RemoveContact {}
+            | Command::Anonymize {},
+        ) => vec![linked()],
+        (StreamKind::Operator, Command::StarTemplate { .. }) => vec![catalog()],
+        _ => Vec::new(),
+    };
+    found.into_iter().flatten().collect()
 }
 
 /// What an accepted command appends.
@@ -179,10 +255,10 @@ impl Default for Limits {
 /// The empty state of a stream kind (before its first event).
 pub fn initial(kind: StreamKind) -> StreamState {
     match kind {
+        StreamKind::Session => StreamState::Session(SessionState::default()),
         StreamKind::Operator => StreamState::Operator(OperatorState::default()),
-        // Contact and catalog streams arrive with the panel issue; until then they hold a
-        // session-shaped empty state that no command can change.
-        _ => StreamState::Session(SessionState::default()),
+        StreamKind::Contact => StreamState::Contact(ContactState::default()),
+        StreamKind::Catalog => StreamState::Catalog(CatalogState::default()),
     }
 }
 
@@ -195,6 +271,8 @@ pub fn decide(
     match (ctx.stream.kind(), state) {
         (StreamKind::Session, StreamState::Session(s)) => session::decide(s, ctx, command),
         (StreamKind::Operator, StreamState::Operator(s)) => operator::decide(s, ctx, command),
+        (StreamKind::Contact, StreamState::Contact(s)) => contact::decide(s, ctx, command),
+        (StreamKind::Catalog, StreamState::Catalog(s)) => catalog::decide(s, ctx, command),
         _ => Err(Rejection::invalid(
             "kind",
             format!(
@@ -211,6 +289,8 @@ pub fn apply(state: &mut StreamState, env: &Envelope) {
     match state {
         StreamState::Session(s) => session::apply(s, env),
         StreamState::Operator(s) => operator::apply(s, env),
+        StreamState::Contact(s) => contact::apply(s, env),
+        StreamState::Catalog(s) => catalog::apply(s, env),
     }
 }
 
@@ -224,6 +304,8 @@ pub fn can_read(
     match (stream.kind(), state) {
         (StreamKind::Session, StreamState::Session(s)) => session::can_read(s, who),
         (StreamKind::Operator, StreamState::Operator(_)) => operator::can_read(stream.id(), who),
+        (StreamKind::Contact, StreamState::Contact(s)) => contact::can_read(s, who),
+        (StreamKind::Catalog, StreamState::Catalog(_)) => catalog::can_read(who),
         _ => Err(Rejection::not_found(format!("{stream} does not exist"))),
     }
 }

@@ -7,15 +7,23 @@
 //! command targets a feed yet ([`decide`] refuses every one).
 
 use super::{Ctx, Decision, Principal, Rejection};
-use copanel_protocol::{Command, Envelope, Event, Invitation, OperatorState, Role};
+use copanel_protocol::{Assignment, Command, Envelope, Event, Invitation, OperatorState, Role};
 
-/// Decides a command on an operator feed. Starring templates arrives with the catalog; until
-/// then every command is refused as not belonging to this stream kind.
-pub fn decide(_s: &OperatorState, _ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision, Rejection> {
-    Err(Rejection::invalid(
-        "kind",
-        format!("{} is not a command for operator streams", cmd.kind()),
-    ))
+/// Decides a command on an operator feed: starring and unstarring templates (the rules read
+/// the catalog, see [`super::catalog::star_template`]).
+pub fn decide(s: &OperatorState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision, Rejection> {
+    match cmd {
+        Command::StarTemplate { template_id } => {
+            super::catalog::star_template(s, ctx, template_id, true)
+        }
+        Command::UnstarTemplate { template_id } => {
+            super::catalog::star_template(s, ctx, template_id, false)
+        }
+        _ => Err(Rejection::invalid(
+            "kind",
+            format!("{} is not a command for operator streams", cmd.kind()),
+        )),
+    }
 }
 
 /// Folds one event into a feed. Session events are ignored: they never belong here, and a
@@ -35,6 +43,30 @@ pub fn apply(s: &mut OperatorState, env: &Envelope) {
         Event::InvitationEnded { session_id, .. } => {
             s.invitations.retain(|i| &i.session_id != session_id);
         }
+        Event::AssignmentReceived {
+            session_id,
+            by,
+            note,
+            group,
+        } => {
+            s.assignments.retain(|a| &a.session_id != session_id);
+            s.assignments.push(Assignment {
+                session_id: session_id.clone(),
+                by: by.clone(),
+                note: note.clone(),
+                group: group.clone(),
+                at: env.at,
+            });
+        }
+        Event::AssignmentEnded { session_id } => {
+            s.assignments.retain(|a| &a.session_id != session_id);
+        }
+        Event::TemplateStarred { template_id } => {
+            if !s.starred.contains(template_id) {
+                s.starred.push(template_id.clone());
+            }
+        }
+        Event::TemplateUnstarred { template_id } => s.starred.retain(|t| t != template_id),
         _ => {}
     }
 }

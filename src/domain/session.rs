@@ -67,6 +67,37 @@ pub fn decide(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision
             template_id.as_deref(),
         ),
         Command::CloseSession {} => close_session(s, ctx),
+        Command::AddToDirectory {} => super::contact::add_to_directory(s, ctx),
+        Command::LinkContact { contact_id } => super::contact::link_contact(s, ctx, contact_id),
+        Command::DisconnectContact {} => super::contact::disconnect_contact(s, ctx),
+        Command::AddContactDetail { detail, value } => {
+            super::contact::add_contact_detail(s, ctx, *detail, value)
+        }
+        Command::RemoveContact {} => super::contact::remove_contact(s, ctx),
+        Command::Redirect {
+            operator_id,
+            group,
+            note,
+        } => super::redirect::redirect(
+            s,
+            ctx,
+            operator_id.as_deref(),
+            group.as_deref(),
+            note.as_deref(),
+        ),
+        Command::Claim {} => super::redirect::claim(s, ctx),
+        Command::Anonymize {} => super::anonymize::anonymize(s, ctx),
+        Command::StarTemplate { .. }
+        | Command::UnstarTemplate { .. }
+        | Command::DefineTag { .. }
+        | Command::AddAutotagRule { .. }
+        | Command::RemoveAutotagRule { .. }
+        | Command::CreateTemplate { .. }
+        | Command::UpdateTemplate { .. }
+        | Command::DeleteTemplate { .. } => Err(Rejection::invalid(
+            "kind",
+            format!("{} is not a command for session streams", cmd.kind()),
+        )),
     }
 }
 
@@ -162,11 +193,25 @@ pub fn apply(s: &mut SessionState, env: &Envelope) {
         Event::ParameterRemoved { key } => {
             s.parameters.remove(key);
         }
-        Event::TagAdded { tag, source } => s.tags.push(Tag {
+        Event::TagAdded {
+            tag,
+            source,
+            rule_id,
+        } => s.tags.push(Tag {
             tag: tag.clone(),
             source: source.clone(),
             added_by: actor.clone(),
+            rule_id: rule_id.clone(),
         }),
+        Event::ContactLinked { contact_id } => s.contact_id = Some(contact_id.clone()),
+        Event::ContactUnlinked { .. } => s.contact_id = None,
+        Event::SessionRedirected { to, .. } => s.owner = Some(to.clone()),
+        Event::SessionClaimed { operator_id } => {
+            s.owner = Some(Owner::Operator {
+                operator_id: operator_id.clone(),
+            })
+        }
+        Event::SessionAnonymized => super::anonymize::redact_state(s),
         Event::TagRemoved { tag } => s.tags.retain(|t| &t.tag != tag),
         Event::NoteAdded { note_id, text } => {
             if !s.notes.iter().any(|n| &n.note_id == note_id) {
@@ -187,7 +232,8 @@ pub fn apply(s: &mut SessionState, env: &Envelope) {
         Event::NoteDeleted { note_id } => s.notes.retain(|n| &n.note_id != note_id),
         Event::MessagePosted { .. } => s.messages += 1,
         Event::SessionClosed => s.status = SessionStatus::Closed,
-        Event::InvitationReceived { .. } | Event::InvitationEnded { .. } => {}
+        // Other stream kinds' events never belong here.
+        _ => {}
     }
 }
 
@@ -284,6 +330,7 @@ fn allowed_after_close(cmd: &Command) -> bool {
             | Command::AddNote { .. }
             | Command::EditNote { .. }
             | Command::DeleteNote { .. }
+            | Command::Anonymize {}
     )
 }
 
@@ -827,6 +874,7 @@ fn add_tag(
     one(Event::TagAdded {
         tag: tag.to_owned(),
         source: TagSource::Manual,
+        rule_id: None,
     })
 }
 

@@ -92,6 +92,14 @@ pub(super) async fn run(
         bucket: (burst, Instant::now()),
     };
     tracing::debug!(conn = id, operator = %claims.sub, company = %claims.company, ?enc, "connected");
+    if claims.role != copanel_protocol::Role::Service {
+        // The roster is how a redirect to a group reaches the group's members.
+        app.writer.roster(
+            conn.company.clone(),
+            claims.sub.clone(),
+            claims.groups.clone(),
+        );
+    }
     let end = conn.serve(stream, events_rx, claims.exp).await;
     if let End::Close(code, reason) = end {
         let _ = conn
@@ -497,7 +505,40 @@ impl Conn {
                 let f = self.state_at(id, stream, seq).await;
                 self.send(&f).await
             }
+            ClientFrame::Query {
+                id,
+                what,
+                q,
+                limit,
+                prefix,
+                status,
+            } => {
+                let query = super::query::Query {
+                    id,
+                    what,
+                    q,
+                    limit,
+                    prefix,
+                    status,
+                };
+                let f =
+                    super::query::answer(&self.app, &self.company, &self.principal, query).await;
+                self.send(&f).await
+            }
+            ClientFrame::Activity { stream, what } => self.activity(stream, what).await,
         }
+    }
+
+    /// Relays an activity hint to the stream's other viewers.
+    async fn activity(&mut self, stream: StreamName, _what: String) -> Result<(), End> {
+        let f = error_frame(
+            None,
+            ErrorCode::Invalid,
+            "not implemented yet",
+            None,
+            Some(stream),
+        );
+        self.send(&f).await
     }
 
     /// Rate limit and command id checks; `Some` is the refusal.

@@ -9,10 +9,12 @@
 //! Never: let a panic or an error of one connection reach another or the writer.
 
 mod conn;
+mod query;
 
 use crate::auth::{Auth, AuthError, Claims};
 use crate::domain::Limits;
 use crate::hub::Hub;
+use crate::search::ContactIndex;
 use crate::store::{SledStore, Store, StoreError};
 use crate::writer::{self, Durability, WriterHandle};
 use axum::extract::ws::WebSocketUpgrade;
@@ -132,6 +134,8 @@ pub enum StartError {
 pub(crate) struct App {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) hub: Arc<Hub>,
+    /// The contact search index, kept current by the writer.
+    pub(crate) contacts: Arc<ContactIndex>,
     pub(crate) writer: WriterHandle,
     pub(crate) auth: Auth,
     pub(crate) edge: EdgeLimits,
@@ -197,9 +201,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data)?);
     let epoch = store.epoch().to_owned();
     let hub = Arc::new(Hub::new());
+    let contacts = Arc::new(ContactIndex::new());
     let (writer, writer_task) = writer::spawn(
         store.clone(),
         hub.clone(),
+        contacts.clone(),
         config.durability,
         config.limits.clone(),
         4096,
@@ -218,6 +224,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let app = Arc::new(App {
         store,
         hub: hub.clone(),
+        contacts,
         writer,
         auth: auth.clone(),
         edge: config.edge.clone(),

@@ -64,13 +64,54 @@ pub struct AppendBatch {
     pub events: Vec<(Arc<str>, Arc<Envelope>)>,
     /// Outcomes to remember, keyed by the command's stream and id.
     pub outcomes: Vec<(StreamId, String, CommandOutcome)>,
+    /// Derived records to write or delete with the events (see [`IndexKind`]).
+    pub index: Vec<IndexWrite>,
 }
 
 impl AppendBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.outcomes.is_empty()
+        self.events.is_empty() && self.outcomes.is_empty() && self.index.is_empty()
     }
+}
+
+/// Kinds of derived records kept beside the log. They are projections that queries need
+/// without replaying every stream; all of them can be rebuilt from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexKind {
+    /// Operator id → the groups it belonged to when it last connected (MessagePack list).
+    Roster,
+    /// Tag (folded) → how many sessions carry it now, and its spelling.
+    TagUsage,
+    /// Operator id → the tags it added most recently.
+    RecentTags,
+    /// Session id → a summary for `query sessions` (owner, status, collaborators).
+    Sessions,
+}
+
+impl IndexKind {
+    /// The byte that tells the kinds apart in storage keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            IndexKind::Roster => b'g',
+            IndexKind::TagUsage => b't',
+            IndexKind::RecentTags => b'r',
+            IndexKind::Sessions => b's',
+        }
+    }
+}
+
+/// One derived record to write (`Some`) or delete (`None`).
+#[derive(Debug, Clone)]
+pub struct IndexWrite {
+    /// The company it belongs to.
+    pub company: Arc<str>,
+    /// Which index.
+    pub kind: IndexKind,
+    /// The key within the company's index.
+    pub key: String,
+    /// The value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
 }
 
 /// A storage failure.
@@ -118,4 +159,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stream in the store with its head, in key order (for offline tools).
     fn streams(&self) -> StoreResult<Vec<(StreamId, u64)>>;
+
+    /// The streams of one company whose names start with `prefix` (e.g. `contact/`), with heads.
+    fn company_streams(&self, company: &str, prefix: &str) -> StoreResult<Vec<(StreamId, u64)>>;
+
+    /// All records of one derived index of a company, as (key, value), in key order.
+    fn index_scan(&self, company: &str, kind: IndexKind) -> StoreResult<Vec<(String, Vec<u8>)>>;
+
+    /// One derived record.
+    fn index_get(&self, company: &str, kind: IndexKind, key: &str) -> StoreResult<Option<Vec<u8>>>;
 }

@@ -8,7 +8,9 @@
 //!
 //! One tree and `apply_batch` make a whole batch atomic across streams without a transaction.
 
-use super::{AppendBatch, CommandOutcome, FlushFuture, Store, StoreError, StoreResult, StreamId};
+use super::{
+    AppendBatch, CommandOutcome, FlushFuture, IndexKind, Store, StoreError, StoreResult, StreamId,
+};
 use copanel_protocol::{Envelope, StreamName};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 const EVENT: u8 = b'e';
 const OUTCOME: u8 = b'c';
 const META: u8 = b'm';
+const INDEX: u8 = b'x';
 
 /// sled-backed [`Store`].
 pub struct SledStore {
@@ -48,6 +51,15 @@ fn event_key(company: &str, stream: &str, seq: u64) -> Vec<u8> {
 fn outcome_key(id: &StreamId, command_id: &str) -> Vec<u8> {
     let mut k = stream_prefix(OUTCOME, &id.company, id.stream.as_str());
     k.extend_from_slice(command_id.as_bytes());
+    k
+}
+
+fn index_prefix(company: &str, kind: IndexKind) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + company.len());
+    k.push(INDEX);
+    k.push(kind.tag());
+    k.extend_from_slice(company.as_bytes());
+    k.push(0);
     k
 }
 
@@ -156,6 +168,14 @@ impl Store for SledStore {
             let v = rmp_serde::to_vec_named(outcome).map_err(backend)?;
             b.insert(outcome_key(id, command_id), v);
         }
+        for w in &batch.index {
+            let mut k = index_prefix(&w.company, w.kind);
+            k.extend_from_slice(w.key.as_bytes());
+            match &w.value {
+                Some(v) => b.insert(k, v.as_slice()),
+                None => b.remove(k),
+            }
+        }
         self.db.apply_batch(b).map_err(backend)
     }
 
@@ -164,10 +184,50 @@ impl Store for SledStore {
         Box::pin(async move { db.flush_async().await.map(|_| ()).map_err(backend) })
     }
 
+    fn index_scan(&self, company: &str, kind: IndexKind) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let prefix = index_prefix(company, kind);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(backend)?;
+            let key = k.get(prefix.len()..).unwrap_or_default();
+            out.push((String::from_utf8_lossy(key).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn index_get(&self, company: &str, kind: IndexKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut k = index_prefix(company, kind);
+        k.extend_from_slice(key.as_bytes());
+        Ok(self.db.get(k).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    fn company_streams(&self, company: &str, prefix: &str) -> StoreResult<Vec<(StreamId, u64)>> {
+        let mut start = vec![EVENT];
+        start.extend_from_slice(company.as_bytes());
+        start.push(0);
+        start.extend_from_slice(prefix.as_bytes());
+        self.scan_streams(&start)
+    }
+
     fn streams(&self) -> StoreResult<Vec<(StreamId, u64)>> {
+        self.scan_streams(&[EVENT])
+    }
+}
+
+impl SledStore {
+    /// Streams (with heads) whose event keys start with `prefix`. Jumps from one stream to the
+    /// next instead of reading every event.
+    fn scan_streams(&self, prefix: &[u8]) -> StoreResult<Vec<(StreamId, u64)>> {
         let mut out: Vec<(StreamId, u64)> = Vec::new();
-        for item in self.db.scan_prefix([EVENT]) {
+        let mut from = prefix.to_vec();
+        loop {
+            let Some(item) = self.db.range(from.clone()..).next() else {
+                break;
+            };
             let (k, _) = item.map_err(backend)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
             let corrupt = || StoreError::Corrupt {
                 key: printable(&k),
                 why: "malformed event key".into(),
@@ -178,16 +238,17 @@ impl Store for SledStore {
                 std::str::from_utf8(parts.next().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
             let stream =
                 std::str::from_utf8(parts.next().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
-            let seq = seq_of(&k).ok_or_else(corrupt)?;
-            match out.last_mut() {
-                Some((id, head)) if &*id.company == company && id.stream.as_str() == stream => {
-                    *head = seq
-                }
-                _ => {
-                    let name = StreamName::parse(stream).map_err(|_| corrupt())?;
-                    out.push((StreamId::new(Arc::from(company), name), seq));
-                }
-            }
+            let name = StreamName::parse(stream).map_err(|_| corrupt())?;
+            let sprefix = stream_prefix(EVENT, company, stream);
+            let head = match self.db.scan_prefix(&sprefix).next_back() {
+                Some(Ok((last, _))) => seq_of(&last).ok_or_else(corrupt)?,
+                Some(Err(e)) => return Err(backend(e)),
+                None => 0,
+            };
+            out.push((StreamId::new(Arc::from(company), name), head));
+            // The smallest key after every event of this stream.
+            from = sprefix;
+            from.extend_from_slice(&[0xff; 9]);
         }
         Ok(out)
     }
