@@ -61,10 +61,8 @@ pub fn apply(s: &mut OperatorState, env: &Envelope) {
         Event::AssignmentEnded { session_id } => {
             s.assignments.retain(|a| &a.session_id != session_id);
         }
-        Event::TemplateStarred { template_id } => {
-            if !s.starred.contains(template_id) {
-                s.starred.push(template_id.clone());
-            }
+        Event::TemplateStarred { template_id } if !s.starred.contains(template_id) => {
+            s.starred.push(template_id.clone());
         }
         Event::TemplateUnstarred { template_id } => s.starred.retain(|t| t != template_id),
         _ => {}

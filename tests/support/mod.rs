@@ -142,8 +142,10 @@ impl Client {
 
     /// Next protocol frame (skips pings), or panics after [`WAIT`].
     pub async fn recv(&mut self) -> ServerFrame {
+        // One deadline for the whole call: the server's pings must not extend the wait.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("a frame in time")
                 .expect("socket open")
@@ -272,4 +274,381 @@ pub async fn opened(server: &TestServer, id: &str, owner: &str) {
         )
         .await;
     assert_eq!(ack_seq(&f), 1, "open_session acked at seq 1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Additions for the integration suite (one file per concern under tests/).
+// ---------------------------------------------------------------------------------------------
+
+use copanel::auth::now_secs;
+use copanel_protocol::{Envelope, SessionState, StreamState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// A short wait, for "nothing more arrives" checks.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+impl TestServer {
+    /// The store's epoch as the server reported it at start.
+    pub fn epoch(&self) -> String {
+        self.running.as_ref().expect("running").epoch.clone()
+    }
+
+    /// Mints a token for arbitrary claims (expired ones, other companies, …).
+    pub fn mint(&self, claims: &Claims) -> String {
+        self.auth.mint(claims).expect("mint")
+    }
+
+    /// Claims for an `acme` principal valid for an hour.
+    pub fn claims(&self, sub: &str, role: Role) -> Claims {
+        Claims {
+            sub: sub.into(),
+            company: "acme".into(),
+            role,
+            name: None,
+            groups: Vec::new(),
+            exp: now_secs() + 3600,
+        }
+    }
+
+    /// A client of company `company` speaking `enc`.
+    pub async fn client_of(&self, company: &str, sub: &str, role: Role, enc: Encoding) -> Client {
+        self.connect(&self.token_for(company, sub, role, &[]), enc)
+            .await
+    }
+
+    /// `GET path` over plain HTTP/1.1 on 127.0.0.1; returns the status and the body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+
+    /// `/healthz` as JSON (asserts 200).
+    pub async fn healthz(&self) -> Value {
+        let (status, body) = self.http_get("/healthz").await;
+        assert_eq!(status, 200, "healthz status; body {body}");
+        serde_json::from_str(&body).expect("healthz is JSON")
+    }
+}
+
+/// A raw HTTP/1.1 GET with `Connection: close`, bounded by [`WAIT`].
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let run = async {
+        let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write request");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read response");
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, body)
+    };
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("HTTP answer in time")
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Opens a WebSocket with the given headers (no defaults added); for handshake refusals.
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("handshake in time")
+        .map(|(ws, _)| ws)
+}
+
+/// The HTTP status and JSON body of a refused handshake (panics if it was accepted).
+pub fn refused(
+    r: Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error>,
+) -> (u16, Value) {
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (resp.status().as_u16(), json)
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e:?}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade was accepted"),
+    }
+}
+
+impl Client {
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a binary frame as is.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a command without waiting for its reply; returns the request id.
+    pub async fn send_command(&mut self, stream: &str, command_id: &str, command: Value) -> u64 {
+        let id = self.id();
+        self.send(json!({"type": "command", "id": id, "stream": stream,
+            "command_id": command_id, "command": command}))
+            .await;
+        id
+    }
+
+    /// Sends any request with a fresh id without waiting; returns the id.
+    pub async fn send_request(&mut self, mut frame: Value) -> u64 {
+        let id = self.id();
+        frame["id"] = json!(id);
+        self.send(frame).await;
+        id
+    }
+
+    /// `ping` → asserts `pong` with the same id comes back next (after any events/acks).
+    pub async fn ping(&mut self) {
+        let f = self.request(json!({"type": "ping"})).await;
+        assert!(
+            matches!(f, ServerFrame::Pong { .. }),
+            "expected pong, got {f:?}"
+        );
+    }
+
+    /// Next frame that must be an event.
+    pub async fn recv_event(&mut self) -> Envelope {
+        match self.recv().await {
+            ServerFrame::Event(e) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// The next `n` events; acks and pongs in between are skipped, anything else fails.
+    pub async fn recv_events(&mut self, n: usize) -> Vec<Envelope> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.recv().await {
+                ServerFrame::Event(e) => out.push(e),
+                ServerFrame::Ack { .. } | ServerFrame::Pong { .. } => {}
+                other => panic!("expected events, got {other:?} after {} events", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Asserts nothing arrives for [`QUIET`].
+    pub async fn assert_quiet(&mut self) {
+        if let Some(f) = self.try_recv(QUIET).await {
+            panic!("expected no frame, got {f:?}");
+        }
+    }
+
+    /// Subscribes for a snapshot; returns `(head, epoch, state)` after checking the pair of
+    /// frames (`subscribed` then `snapshot` at `head`).
+    pub async fn subscribe_snapshot(&mut self, stream: &str) -> (u64, String, StreamState) {
+        let (head, epoch) = match self.subscribe(stream, None).await {
+            ServerFrame::Subscribed { head, epoch, .. } => (head, epoch),
+            other => panic!("expected subscribed, got {other:?}"),
+        };
+        match self.recv().await {
+            ServerFrame::Snapshot {
+                stream: s,
+                seq,
+                state,
+                ..
+            } => {
+                assert_eq!(s.as_str(), stream, "snapshot of the subscribed stream");
+                assert_eq!(seq, head, "snapshot taken at the subscribed head");
+                (head, epoch, state)
+            }
+            other => panic!("expected snapshot, got {other:?}"),
+        }
+    }
+
+    /// `state_at` reply (state or error).
+    pub async fn state_at(&mut self, stream: &str, seq: u64) -> ServerFrame {
+        self.request(json!({"type": "state_at", "stream": stream, "seq": seq}))
+            .await
+    }
+
+    /// The session state at `seq` (asserts success).
+    pub async fn session_at(&mut self, stream: &str, seq: u64) -> SessionState {
+        match self.state_at(stream, seq).await {
+            ServerFrame::State {
+                state: StreamState::Session(s),
+                seq: got,
+                ..
+            } => {
+                assert_eq!(got, seq, "state at the asked seq");
+                s
+            }
+            other => panic!("expected a session state, got {other:?}"),
+        }
+    }
+
+    /// `history` reply.
+    pub async fn history(&mut self, stream: &str, from: u64, limit: Option<u64>) -> ServerFrame {
+        let mut f = json!({"type": "history", "stream": stream, "from": from});
+        if let Some(l) = limit {
+            f["limit"] = json!(l);
+        }
+        self.request(f).await
+    }
+
+    /// The whole log of a stream, following `next`.
+    pub async fn full_history(&mut self, stream: &str) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        let mut from = 1;
+        loop {
+            match self.history(stream, from, Some(1000)).await {
+                ServerFrame::History { events, next, .. } => {
+                    out.extend(events);
+                    match next {
+                        Some(n) => from = n,
+                        None => return out,
+                    }
+                }
+                other => panic!("expected history, got {other:?}"),
+            }
+        }
+    }
+
+    /// The stream's head as the log shows it.
+    pub async fn head(&mut self, stream: &str) -> u64 {
+        self.full_history(stream).await.last().map_or(0, |e| e.seq)
+    }
+
+    /// Reads until the server closes; returns the frames before the close and the close frame.
+    pub async fn recv_close(&mut self, within: Duration) -> (Vec<ServerFrame>, Option<CloseFrame>) {
+        let mut frames = Vec::new();
+        let run = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(c))) => return c,
+                    Some(Ok(Message::Text(t))) => frames.push(
+                        decode_server(self.enc, t.as_bytes()).expect("decodable server frame"),
+                    ),
+                    Some(Ok(Message::Binary(b))) => {
+                        frames.push(decode_server(self.enc, &b).expect("decodable server frame"))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("socket error before a close frame: {e}"),
+                    None => panic!("socket ended without a close frame"),
+                }
+            }
+        };
+        let close = tokio::time::timeout(within, run)
+            .await
+            .expect("a close frame in time");
+        (frames, close)
+    }
+}
+
+/// The error frame's fields `(code, field, message)`; panics on anything else.
+pub fn error_parts(f: &ServerFrame) -> (String, Option<String>, String) {
+    match f {
+        ServerFrame::Error {
+            code,
+            field,
+            message,
+            ..
+        } => (code.as_str().to_owned(), field.clone(), message.clone()),
+        other => panic!("expected error, got {other:?}"),
+    }
+}
+
+/// The session state inside a snapshot/state value.
+pub fn session(s: &StreamState) -> &SessionState {
+    match s {
+        StreamState::Session(s) => s,
+        other => panic!("expected a session state, got {other:?}"),
+    }
+}
+
+/// Each event's seq.
+pub fn seqs(events: &[Envelope]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+impl Client {
+    /// Wraps an already open socket (e.g. from [`connect_with`]).
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, enc: Encoding) -> Self {
+        Client {
+            ws,
+            enc,
+            next_id: 1,
+        }
+    }
+}
+
+impl Client {
+    /// Connects with a small kernel receive buffer (`SO_RCVBUF`), so that a client that stops
+    /// reading makes the server's writes block quickly instead of filling megabytes of
+    /// auto-tuned socket buffers.
+    pub async fn connect_small_buffer(url: &str, token: &str, enc: Encoding, rcvbuf: u32) -> Self {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(enc.subprotocol()),
+        );
+        let host = req
+            .uri()
+            .authority()
+            .expect("authority")
+            .as_str()
+            .to_owned();
+        let addr: SocketAddr = host.parse().expect("a numeric 127.0.0.1 address");
+        let run = async {
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+            let tcp = sock.connect(addr).await.expect("tcp connect");
+            tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("handshake")
+                .0
+        };
+        let ws = tokio::time::timeout(WAIT, run)
+            .await
+            .expect("connect in time");
+        Client::from_ws(ws, enc)
+    }
 }
