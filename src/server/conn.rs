@@ -174,7 +174,10 @@ impl Conn {
         let mut ping = tokio::time::interval(self.app.edge.ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
-        let expires_in = Duration::from_secs(exp.saturating_sub(crate::auth::now_secs()));
+        let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+        let expires_in = expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
         let lag = self.lag.clone();
@@ -323,12 +326,16 @@ impl Conn {
         mut last: u64,
     ) -> Result<Result<(), ServerFrame>, End> {
         loop {
+            let principal = self.principal.clone();
             let reg = self
                 .app
                 .hub
-                .register_at(sid, Some(last), self.subscriber(), |_| Ok::<(), ()>(()));
+                .register_at(sid, Some(last), self.subscriber(), |c| {
+                    domain::can_read(&sid.stream, &c.state, &principal)
+                });
             let head = match reg {
-                Register::Live(_) => return Ok(Ok(())),
+                Register::Live(Ok(())) => return Ok(Ok(())),
+                Register::Live(Err(_)) => return Ok(Err(withdrawn(&sid.stream))),
                 Register::NotLoaded => {
                     if let Err(e) = self.app.writer.load(sid.clone()).await {
                         return Ok(Err(store_error(None, &sid.stream, e)));
@@ -378,6 +385,17 @@ impl Conn {
                     }
                     let msg = self.message(self.enc.encode_event(&env));
                     self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                    // An event that may have withdrawn this reader's access is the last one
+                    // it gets, unless the stream as it stands now still lets it read.
+                    if may_revoke(&env.event, &self.principal.id) {
+                        let still = self.app.hub.read(sid, |c| {
+                            domain::can_read(&sid.stream, &c.state, &self.principal).is_ok()
+                        });
+                        if still != Some(true) {
+                            self.sink.flush().await.map_err(|_| End::Gone)?;
+                            return Ok(Err(withdrawn(&sid.stream)));
+                        }
+                    }
                 }
                 self.sink.flush().await.map_err(|_| End::Gone)?;
             }
@@ -772,6 +790,31 @@ impl Conn {
             seq,
             state,
         }
+    }
+}
+
+/// The error that ends a subscription whose reader lost access.
+fn withdrawn(stream: &StreamName) -> ServerFrame {
+    error_frame(
+        None,
+        ErrorCode::Forbidden,
+        format!("read access to {stream} was withdrawn; the subscription has ended"),
+        None,
+        Some(stream.clone()),
+    )
+}
+
+/// Whether `event` can take read access away from `me` (it left, was removed, its invitation
+/// ended, or the session changed hands).
+fn may_revoke(event: &copanel_protocol::Event, me: &str) -> bool {
+    use copanel_protocol::Event as E;
+    match event {
+        E::CollaboratorRemoved { operator_id }
+        | E::CollaboratorLeft { operator_id }
+        | E::InvitationDeclined { operator_id }
+        | E::InvitationCancelled { operator_id } => operator_id == me,
+        E::SessionRedirected { .. } | E::SessionClaimed { .. } | E::ContactRemoved => true,
+        _ => false,
     }
 }
 
