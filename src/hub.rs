@@ -12,12 +12,22 @@
 //! registers again. A slow reader never blocks the writer or other readers, and its memory is
 //! bounded by its queue.
 //!
+//! Presence: each slot also keeps its viewers, the connections subscribed to the stream (live
+//! or catching up from the log), registered by the connection ([`Hub::join`], [`Hub::leave`]).
+//! Every change sends a `presence` frame to each viewer through the same bounded queue as
+//! events, without waiting: when a queue is full the frame is dropped and the connection is
+//! told to send the current presence itself once it has caught up ([`LagSignal`]). Activity
+//! hints ([`Hub::relay`]) go the same way, best effort. The catalog keeps no presence (every
+//! operator reads it: each connection would make every other one receive a list of all).
+//!
 //! Never: block or await while holding a slot lock (all work under it is in-memory).
 
 use crate::domain::{self, Principal};
 use crate::store::StreamId;
 use bytes::Bytes;
-use copanel_protocol::{Encoding, Envelope, StreamState};
+use copanel_protocol::{
+    Encoding, Envelope, ServerFrame, StreamKind, StreamName, StreamState, Viewer,
+};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock};
@@ -54,6 +64,50 @@ impl SharedEvent {
     }
 }
 
+/// A frame that is not an event (`presence`, `activity`), for one stream's viewers; encoded at
+/// most once per encoding however many connections get it.
+#[derive(Debug)]
+pub struct SharedFrame {
+    /// The stream it is about: a connection drops it if it no longer subscribes.
+    pub stream: StreamName,
+    /// The frame.
+    pub frame: ServerFrame,
+    /// The frame in MessagePack, made on first use.
+    msgpack: OnceLock<Bytes>,
+    /// The frame in JSON, made on first use.
+    json: OnceLock<Bytes>,
+}
+
+impl SharedFrame {
+    /// Wraps a frame about `stream`.
+    pub fn new(stream: StreamName, frame: ServerFrame) -> Self {
+        SharedFrame {
+            stream,
+            frame,
+            msgpack: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The frame in `enc`; the bytes are shared, not copied.
+    pub fn bytes(&self, enc: Encoding) -> Bytes {
+        let cell = match enc {
+            Encoding::Msgpack => &self.msgpack,
+            Encoding::Json => &self.json,
+        };
+        cell.get_or_init(|| enc.encode_frame(&self.frame)).clone()
+    }
+}
+
+/// What a connection's bounded outbound queue carries.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A committed event of a subscribed stream.
+    Event(Arc<SharedEvent>),
+    /// A presence or activity frame about a subscribed stream.
+    Frame(Arc<SharedFrame>),
+}
+
 /// Tells a connection which of its subscriptions fell behind (and from where to catch up) or
 /// lost read access.
 #[derive(Debug, Default)]
@@ -62,6 +116,9 @@ pub struct LagSignal {
     lagged: Mutex<Vec<(StreamId, u64)>>,
     /// Subscriptions ended because the subscriber may no longer read the stream.
     revoked: Mutex<Vec<StreamId>>,
+    /// Streams whose `presence` frame was dropped on a full queue: the connection sends the
+    /// current one itself after catching up.
+    presence: Mutex<Vec<StreamId>>,
     /// Wakes the connection's task.
     pub notify: Notify,
 }
@@ -75,6 +132,20 @@ impl LagSignal {
     /// Takes the subscriptions whose access was withdrawn.
     pub fn take_revoked(&self) -> Vec<StreamId> {
         std::mem::take(&mut *self.revoked.lock())
+    }
+
+    /// Takes the streams whose presence must be sent again.
+    pub fn take_presence(&self) -> Vec<StreamId> {
+        std::mem::take(&mut *self.presence.lock())
+    }
+
+    fn stale_presence(&self, id: &StreamId) {
+        let mut stale = self.presence.lock();
+        if !stale.contains(id) {
+            stale.push(id.clone());
+        }
+        drop(stale);
+        self.notify.notify_one();
     }
 
     fn push(&self, id: StreamId, last: u64) {
@@ -94,7 +165,7 @@ pub struct Subscriber {
     /// The connection, to unregister it.
     pub conn: u64,
     /// The connection's bounded queue of live events.
-    pub tx: mpsc::Sender<Arc<SharedEvent>>,
+    pub tx: mpsc::Sender<Outbound>,
     /// Where to report that this subscription fell behind or lost access.
     pub lag: Arc<LagSignal>,
     /// Who subscribed: read access is checked again after every event, so a removed
@@ -122,6 +193,10 @@ struct SlotInner {
     /// `None` until the writer installs the stream, and again after eviction.
     loaded: Option<Committed>,
     subs: Vec<Registered>,
+    /// Connections subscribed to the stream, live or catching up (for presence).
+    viewers: Vec<Watcher>,
+    /// Set when the slot is evicted: a caller still holding it goes back through the map.
+    gone: bool,
 }
 
 /// One stream's entry in the hub.
@@ -207,7 +282,7 @@ impl Hub {
         let stream = &id.stream;
         inner
             .subs
-            .retain_mut(|r| match r.sub.tx.try_send(ev.clone()) {
+            .retain_mut(|r| match r.sub.tx.try_send(Outbound::Event(ev.clone())) {
                 Ok(()) => {
                     r.last = seq;
                     // The event that withdrew access is still delivered (the removed collaborator
@@ -292,15 +367,159 @@ impl Hub {
         let mut evicted = 0;
         for (id, slot) in idle {
             let mut inner = slot.inner.lock();
-            if inner.subs.is_empty() {
+            if inner.subs.is_empty() && inner.viewers.is_empty() {
                 // Mark first, under the lock: a caller still holding this slot sees NotLoaded
-                // and goes back through the map, so nobody registers on an orphan.
+                // (or `gone`) and goes back through the map, so nobody registers on an orphan.
                 inner.loaded = None;
+                inner.gone = true;
                 drop(inner);
                 self.slots.remove_if(&id, |_, s| Arc::ptr_eq(s, &slot));
                 evicted += 1;
             }
         }
         evicted
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence and activity.
+// ---------------------------------------------------------------------------------------------
+
+/// A connection viewing a stream (subscribed, live or catching up), for presence.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    /// The connection.
+    pub conn: u64,
+    /// Who it is (its id and role are shown to the other viewers).
+    pub principal: Arc<Principal>,
+    /// The token's display name, shown to the other viewers.
+    pub name: Option<String>,
+    /// The connection's bounded outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Where to report a presence frame dropped on a full queue.
+    pub lag: Arc<LagSignal>,
+}
+
+/// Whether the hub keeps presence (and relays activity) on `stream`: every stream but the
+/// catalog.
+pub fn keeps_presence(stream: &StreamName) -> bool {
+    stream.kind() != StreamKind::Catalog
+}
+
+/// The viewers as the `presence` frame lists them: one entry per operator (the first name any
+/// of its connections gave), sorted by operator id.
+fn viewer_list(viewers: &[Watcher]) -> Vec<Viewer> {
+    let mut out: Vec<Viewer> = Vec::with_capacity(viewers.len());
+    for w in viewers {
+        match out.iter_mut().find(|v| v.operator_id == w.principal.id) {
+            Some(v) => {
+                if v.name.is_none() {
+                    v.name = w.name.clone();
+                }
+            }
+            None => out.push(Viewer {
+                operator_id: w.principal.id.clone(),
+                role: w.principal.role,
+                name: w.name.clone(),
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.operator_id.cmp(&b.operator_id));
+    out
+}
+
+/// Sends the current presence to `to` (all viewers, or one connection). Never waits: a full
+/// queue drops the frame and flags the connection to send it itself later.
+fn tell_presence(id: &StreamId, viewers: &[Watcher], to: Option<u64>) {
+    let frame = Arc::new(SharedFrame::new(
+        id.stream.clone(),
+        ServerFrame::Presence {
+            stream: id.stream.clone(),
+            viewers: viewer_list(viewers),
+        },
+    ));
+    for w in viewers.iter().filter(|w| to.is_none_or(|c| c == w.conn)) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            w.tx.try_send(Outbound::Frame(frame.clone()))
+        {
+            w.lag.stale_presence(id);
+        }
+    }
+}
+
+impl Hub {
+    /// Adds (or refreshes) a connection as a viewer of a stream. A new viewer makes every
+    /// viewer receive the new presence; a known one (a repeated subscribe) receives it alone.
+    pub fn join(&self, id: &StreamId, w: Watcher) {
+        if !keeps_presence(&id.stream) {
+            return;
+        }
+        loop {
+            let slot = self.slot(id);
+            let mut inner = slot.inner.lock();
+            if inner.gone {
+                continue; // evicted meanwhile: the map holds (or will hold) a fresh slot
+            }
+            let conn = w.conn;
+            match inner.viewers.iter_mut().find(|v| v.conn == conn) {
+                Some(v) => {
+                    *v = w;
+                    tell_presence(id, &inner.viewers, Some(conn));
+                }
+                None => {
+                    inner.viewers.push(w);
+                    tell_presence(id, &inner.viewers, None);
+                }
+            }
+            return;
+        }
+    }
+
+    /// Removes a connection from a stream's viewers; the others receive the new presence.
+    pub fn leave(&self, id: &StreamId, conn: u64) {
+        let Some(slot) = self.existing(id) else {
+            return;
+        };
+        let mut inner = slot.inner.lock();
+        let before = inner.viewers.len();
+        inner.viewers.retain(|v| v.conn != conn);
+        if inner.viewers.len() != before {
+            tell_presence(id, &inner.viewers, None);
+        }
+    }
+
+    /// The current viewers of a stream, as a `presence` frame lists them.
+    pub fn presence(&self, id: &StreamId) -> Vec<Viewer> {
+        self.existing(id)
+            .map(|slot| viewer_list(&slot.inner.lock().viewers))
+            .unwrap_or_default()
+    }
+
+    /// Relays an activity hint from `operator` to the stream's viewers that are not that
+    /// operator. Best effort: a full queue drops it.
+    pub fn relay(&self, id: &StreamId, operator: &str, what: &str) {
+        let Some(slot) = self.existing(id) else {
+            return;
+        };
+        let inner = slot.inner.lock();
+        let mut others = inner
+            .viewers
+            .iter()
+            .filter(|v| v.principal.id != operator)
+            .peekable();
+        if others.peek().is_none() {
+            return;
+        }
+        let frame = Arc::new(SharedFrame::new(
+            id.stream.clone(),
+            ServerFrame::Activity {
+                stream: id.stream.clone(),
+                operator: operator.to_owned(),
+                what: what.to_owned(),
+            },
+        ));
+        for v in others {
+            let _ = v.tx.try_send(Outbound::Frame(frame.clone()));
+        }
     }
 }

@@ -1,11 +1,286 @@
 //! The contact directory's search index: per company, in memory, built from the log on first
 //! use and kept current by the writer after every committed contact event.
+//!
+//! Each active contact is kept with its state folded from its stream and the searchable forms
+//! of its fields (folded name, folded emails and identifiers, the digits of its phones). For
+//! searching, those forms are laid end to end in two flat strings per company (text and phone
+//! digits), rebuilt by the first search after a change: a search is then one substring scan of
+//! each flat string, instead of thousands of small scans, and never a replay. Removed contacts
+//! leave the index; only the seq of their last event stays, so that a late report cannot bring
+//! them back.
+//!
+//! Consistency with the writer: a company is built under its own lock, and the writer's
+//! [`ContactIndex::on_committed`] for that company waits for that lock. Every event is in the
+//! log before the writer reports it, so an event is either read by the build or reported after
+//! it; applying only events above each contact's known seq makes the two paths meet without
+//! loss or double application. A company that was never built ignores reports: its build will
+//! read everything from the log.
+//!
+//! Never: read the log while holding the index-wide map lock (only a company's own lock), or
+//! let one company's search see another's contacts (every call names its company).
+
+use crate::domain::{self, text};
 use crate::store::{Store, StoreResult};
-use copanel_protocol::Envelope;
+use copanel_protocol::{
+    ContactDetail, ContactHit, ContactState, ContactStatus, Envelope, StreamKind, StreamState,
+};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Events read per page while building a company.
+const BUILD_PAGE: usize = 1000;
+
+/// Digits a query needs before it is also matched against phone digits; fewer would match
+/// nearly every phone.
+pub const MIN_PHONE_DIGITS: usize = 3;
+
+/// Separates fields in the flat text. Stored values never hold control characters (the
+/// session rules refuse them), and a query holding one is not matched as text, so no match
+/// can span two fields.
+const FIELD_END: char = '\0';
+
+/// Separates phones in the flat digits; anything but a digit would do.
+const PHONE_END: char = ' ';
+
+/// Contacts per block of a flat string scanned with one `contains` first.
+const SCAN_BLOCK: usize = 32;
 
 /// The index of every company's contacts.
 #[derive(Default)]
-pub struct ContactIndex {}
+pub struct ContactIndex {
+    /// Company → its directory. A plain mutex: held only to find or insert a company's entry,
+    /// never while reading the log or searching.
+    companies: Mutex<HashMap<String, Arc<CompanyIndex>>>,
+}
+
+/// One company's slot. The lock is held for writing during the build (so the writer's reports
+/// wait for it) and for each report; searches share it for reading.
+#[derive(Default)]
+struct CompanyIndex {
+    /// `None` until built (or after a failed build, which the next search retries).
+    directory: RwLock<Option<Directory>>,
+}
+
+/// A company's contacts.
+#[derive(Default)]
+struct Directory {
+    /// Active contacts by id.
+    live: HashMap<String, Indexed>,
+    /// Removed contacts by id → the seq of their last applied event.
+    gone: HashMap<String, u64>,
+    /// The flat search strings of `live`; dropped by every change, rebuilt by the next search.
+    /// A mutex inside the read-locked directory, so concurrent searches build it once.
+    flat: Mutex<Option<Arc<Flat>>>,
+}
+
+/// One active contact and its searchable forms.
+struct Indexed {
+    /// The seq of the last event folded in.
+    seq: u64,
+    /// The contact as its stream folds.
+    state: ContactState,
+    /// `text::fold` of the name.
+    name: String,
+    /// Folded main email, further emails and identifiers.
+    texts: Vec<String>,
+    /// The digits of the main phone and further phones (empty ones left out).
+    phones: Vec<String>,
+}
+
+/// Every live contact's searchable forms laid end to end.
+#[derive(Default)]
+struct Flat {
+    /// Contact ids, in segment order.
+    ids: Vec<String>,
+    /// Folded names, in segment order (ranking needs them for every match).
+    names: Vec<String>,
+    /// Per contact: its folded name and texts, each followed by [`FIELD_END`].
+    text: String,
+    /// `text_ends[k]`: where contact `k`'s segment of `text` ends (exclusive).
+    text_ends: Vec<usize>,
+    /// Per contact: its phones' digits, each followed by [`PHONE_END`].
+    phones: String,
+    /// `phone_ends[k]`: where contact `k`'s segment of `phones` ends (exclusive).
+    phone_ends: Vec<usize>,
+}
+
+impl Flat {
+    fn build(live: &HashMap<String, Indexed>) -> Self {
+        let mut f = Flat::default();
+        for (id, e) in live {
+            f.ids.push(id.clone());
+            f.names.push(e.name.clone());
+            for t in std::iter::once(&e.name).chain(&e.texts) {
+                f.text.push_str(t);
+                f.text.push(FIELD_END);
+            }
+            f.text_ends.push(f.text.len());
+            for p in &e.phones {
+                f.phones.push_str(p);
+                f.phones.push(PHONE_END);
+            }
+            f.phone_ends.push(f.phones.len());
+        }
+        f
+    }
+
+    /// Marks in `hit` every contact whose segment of `hay` holds `needle`.
+    ///
+    /// Contacts are taken in blocks: `str::contains` rules out a block that holds no match
+    /// with the standard library's vectorised search, which is several times faster than
+    /// `find`; only blocks that hold one are walked contact by contact. Within a block, after
+    /// a match the scan resumes at the next contact's segment, so a broad query costs one step
+    /// per contact, not one per occurrence.
+    fn mark(hay: &str, ends: &[usize], needle: &str, hit: &mut [bool]) {
+        let mut start = 0;
+        for (b, block) in ends.chunks(SCAN_BLOCK).enumerate() {
+            let Some(&end) = block.last() else {
+                break;
+            };
+            let found = hay.get(start..end).is_some_and(|h| h.contains(needle));
+            let mut from = start;
+            start = end;
+            if !found {
+                continue;
+            }
+            while let Some(pos) = hay.get(from..end).and_then(|rest| rest.find(needle)) {
+                let k = block.partition_point(|&e| e <= from + pos);
+                let (Some(h), Some(&next)) = (hit.get_mut(b * SCAN_BLOCK + k), block.get(k)) else {
+                    break;
+                };
+                *h = true;
+                from = next;
+            }
+        }
+    }
+}
+
+impl Indexed {
+    fn new(seq: u64, state: ContactState) -> Self {
+        let mut texts = Vec::new();
+        let mut phones = Vec::new();
+        let mut phone = |p: &str| {
+            let d = text::digits(p);
+            if !d.is_empty() {
+                phones.push(d);
+            }
+        };
+        phone(&state.phone);
+        for d in state
+            .details
+            .iter()
+            .filter(|d| d.detail == ContactDetail::Phone)
+        {
+            phone(&d.value);
+        }
+        if !state.email.is_empty() {
+            texts.push(text::fold(&state.email));
+        }
+        for d in state
+            .details
+            .iter()
+            .filter(|d| d.detail != ContactDetail::Phone)
+        {
+            texts.push(text::fold(&d.value));
+        }
+        Indexed {
+            seq,
+            name: text::fold(&state.name),
+            state,
+            texts,
+            phones,
+        }
+    }
+
+    fn hit(&self, id: &str) -> ContactHit {
+        ContactHit {
+            contact_id: id.to_owned(),
+            name: self.state.name.clone(),
+            phone: self.state.phone.clone(),
+            email: self.state.email.clone(),
+            details: self.state.details.clone(),
+        }
+    }
+}
+
+/// A match while ranking, in ranking order: (name does not start with the query, folded name,
+/// id).
+type Found<'a> = (bool, &'a str, &'a str);
+
+impl Directory {
+    /// The seq of the last event applied to `id`, 0 if none.
+    fn known(&self, id: &str) -> u64 {
+        match self.live.get(id) {
+            Some(e) => e.seq,
+            None => self.gone.get(id).copied().unwrap_or(0),
+        }
+    }
+
+    /// Folds one event of `contact/<id>` in, unless it was already.
+    fn apply(&mut self, id: &str, env: &Envelope) {
+        if env.seq <= self.known(id) {
+            return;
+        }
+        let mut state = match self.live.remove(id) {
+            Some(e) => StreamState::Contact(e.state),
+            None => domain::initial(StreamKind::Contact),
+        };
+        domain::apply(&mut state, env);
+        *self.flat.get_mut() = None;
+        let StreamState::Contact(state) = state else {
+            return;
+        };
+        if state.status == ContactStatus::Active {
+            self.gone.remove(id);
+            self.live
+                .insert(id.to_owned(), Indexed::new(env.seq, state));
+        } else {
+            self.gone.insert(id.to_owned(), env.seq);
+        }
+    }
+
+    fn flat(&self) -> Arc<Flat> {
+        self.flat
+            .lock()
+            .get_or_insert_with(|| Arc::new(Flat::build(&self.live)))
+            .clone()
+    }
+
+    fn search(&self, q: &str, limit: usize) -> Vec<ContactHit> {
+        let folded = text::fold(q.trim());
+        let digits = text::digits(q);
+        let flat = self.flat();
+        let mut hit = vec![false; flat.ids.len()];
+        if !folded.is_empty() && !folded.contains(FIELD_END) {
+            Flat::mark(&flat.text, &flat.text_ends, &folded, &mut hit);
+        }
+        if digits.len() >= MIN_PHONE_DIGITS {
+            Flat::mark(&flat.phones, &flat.phone_ends, &digits, &mut hit);
+        }
+        let mut found: Vec<Found<'_>> = flat
+            .ids
+            .iter()
+            .zip(&flat.names)
+            .zip(&hit)
+            .filter(|(_, h)| **h)
+            .map(|((id, name), _)| {
+                let prefix = !folded.is_empty() && name.starts_with(&folded);
+                (!prefix, name.as_str(), id.as_str())
+            })
+            .collect();
+        // Only the first `limit` need ordering; partitioning first keeps a broad query cheap.
+        if found.len() > limit && limit > 0 {
+            found.select_nth_unstable(limit - 1);
+        }
+        found.truncate(limit);
+        found.sort_unstable();
+        found
+            .into_iter()
+            .filter_map(|(_, _, id)| self.live.get(id).map(|e| e.hit(id)))
+            .collect()
+    }
+}
 
 impl ContactIndex {
     /// An empty index.
@@ -13,11 +288,92 @@ impl ContactIndex {
         Self::default()
     }
 
+    fn company(&self, company: &str) -> Option<Arc<CompanyIndex>> {
+        self.companies.lock().get(company).cloned()
+    }
+
+    fn company_or_insert(&self, company: &str) -> Arc<CompanyIndex> {
+        self.companies
+            .lock()
+            .entry(company.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Called by the writer, in commit order, for every committed event of a `contact/` stream.
-    pub fn on_committed(&self, _company: &str, _env: &Envelope) {}
+    /// Waits while the company is being built; does nothing for a company not built yet.
+    pub fn on_committed(&self, company: &str, env: &Envelope) {
+        let Some(c) = self.company(company) else {
+            return;
+        };
+        let mut dir = c.directory.write();
+        if let Some(dir) = dir.as_mut() {
+            dir.apply(env.stream.id(), env);
+        }
+    }
 
     /// Makes sure a company's contacts are indexed (reads the log on first use).
-    pub fn ensure_loaded(&self, _store: &dyn Store, _company: &str) -> StoreResult<()> {
+    ///
+    /// Blocking (it reads the store): call it off the async runtime's workers.
+    pub fn ensure_loaded(&self, store: &dyn Store, company: &str) -> StoreResult<()> {
+        let c = self.company_or_insert(company);
+        if c.directory.read().is_some() {
+            return Ok(());
+        }
+        // Held for writing during the whole build, so reports for this company wait for it
+        // and then apply only what the build did not read.
+        let mut slot = c.directory.write();
+        if slot.is_some() {
+            return Ok(()); // built by another caller while this one waited
+        }
+        let mut dir = Directory::default();
+        for (id, _head) in store.company_streams(company, "contact/")? {
+            let contact = id.stream.id().to_owned();
+            let mut from = 1;
+            loop {
+                let page = store.read(&id, from, BUILD_PAGE)?;
+                for env in &page {
+                    dir.apply(&contact, env);
+                    from = env.seq + 1;
+                }
+                if page.len() < BUILD_PAGE {
+                    break;
+                }
+            }
+        }
+        *slot = Some(dir);
         Ok(())
+    }
+
+    /// Whether a company's contacts are indexed.
+    pub fn is_loaded(&self, company: &str) -> bool {
+        self.company(company)
+            .is_some_and(|c| c.directory.read().is_some())
+    }
+
+    /// Searches a company's directory (which must be loaded, see [`Self::ensure_loaded`];
+    /// an unloaded company finds nothing).
+    ///
+    /// `q` matches when its folded form (lower case, no diacritics, trimmed) is a substring of
+    /// the folded name, an email or an identifier, or when it holds at least
+    /// [`MIN_PHONE_DIGITS`] digits and those digits are a substring of a phone's digits.
+    /// At most `limit` hits: contacts whose folded name starts with the folded query first,
+    /// then by folded name, then by id.
+    pub fn search(&self, company: &str, q: &str, limit: usize) -> Vec<ContactHit> {
+        let Some(c) = self.company(company) else {
+            return Vec::new();
+        };
+        let dir = c.directory.read();
+        match dir.as_ref() {
+            Some(dir) => dir.search(q, limit),
+            None => Vec::new(),
+        }
+    }
+
+    /// How many active contacts a loaded company has (0 if not loaded).
+    pub fn contact_count(&self, company: &str) -> usize {
+        self.company(company)
+            .and_then(|c| c.directory.read().as_ref().map(|d| d.live.len()))
+            .unwrap_or(0)
     }
 }

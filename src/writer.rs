@@ -11,6 +11,12 @@
 //! The writer also installs streams into the hub on request, between batches, so the hub never
 //! sees a state that is not durable or misses an event published after the install.
 //!
+//! Anonymisation: once a batch holding `session_anonymized` is durable, the writer has the store
+//! erase that session's earlier personal data from disk ([`Store::redact`], a compaction during
+//! which appends wait) before it publishes and acks, so whoever learns of the event finds the
+//! data gone. A durable marker written with the event makes the next start finish a redaction
+//! that a crash or an error interrupted.
+//!
 //! Never: hand the hub or a client anything before the batch that holds it is durable (in
 //! `sync` mode).
 
@@ -234,6 +240,9 @@ struct Pending {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        // Anonymisations whose redaction a crash or an error interrupted: finish them before
+        // anything else, so personal data does not outlive a restart on disk.
+        self.finish_redactions().await;
         let mut msgs = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
             self.batch(std::mem::take(&mut msgs)).await;
@@ -315,6 +324,7 @@ impl Writer {
             }
         }
 
+        let redactions = note_redactions(&mut batch);
         if !batch.is_empty() {
             if let Err(e) = self.store.append(&batch) {
                 self.failed(&e, &batch, &touched, pending, loads);
@@ -331,6 +341,11 @@ impl Writer {
             }
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
+        }
+        // Erase before publishing and acking: whoever learns of `session_anonymized` (the
+        // admin's ack, a subscriber) and then reads the history finds the data gone.
+        for (id, upto) in redactions {
+            self.redact(id, upto).await;
         }
         // Publish before acking: a client that reads right after its ack (history, state_at,
         // a query) must find its own write. Publishing is in-memory and never blocks.
@@ -499,7 +514,11 @@ impl Writer {
             self.entry(&StreamId::new(id.company.clone(), other))
                 .map_err(unavailable)?;
         }
-        if matches!(req.command, Command::Redirect { .. }) {
+        // Group members are told of redirects, claims and closes on their feeds.
+        if matches!(
+            req.command,
+            Command::Redirect { .. } | Command::Claim {} | Command::CloseSession {}
+        ) {
             self.load_roster(&id.company).map_err(unavailable)?;
         }
         let fresh_id = format!("{:016x}", rand::random::<u64>());
@@ -573,5 +592,118 @@ impl Writer {
             actor: String::new(),
             fingerprint: 0,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anonymisation: erasing a session's personal data from the log.
+// ---------------------------------------------------------------------------------------------
+
+/// The store-wide key of a pending redaction: `<company>/<stream>` (company ids hold no `/`).
+fn redaction_marker(id: &StreamId, upto: Option<u64>) -> IndexWrite {
+    IndexWrite {
+        company: Arc::from(""),
+        kind: IndexKind::Redactions,
+        key: format!("{}/{}", id.company, id.stream),
+        value: upto.map(|u| u.to_be_bytes().to_vec()),
+    }
+}
+
+/// For every `session_anonymized` staged in `batch`: the stream and the last seq to redact
+/// (the one before it). Stages a durable marker for each in the same atomic write, so that a
+/// crash between the commit and the redaction is finished at the next start.
+fn note_redactions(batch: &mut AppendBatch) -> Vec<(StreamId, u64)> {
+    let found: Vec<(StreamId, u64)> = batch
+        .events
+        .iter()
+        .filter(|(_, env)| {
+            env.stream.kind() == StreamKind::Session
+                && matches!(env.event, copanel_protocol::Event::SessionAnonymized)
+                && env.seq > 1
+        })
+        .map(|(company, env)| {
+            let id = StreamId::new(company.clone(), env.stream.clone());
+            (id, env.seq - 1)
+        })
+        .collect();
+    for (id, upto) in &found {
+        batch.index.push(redaction_marker(id, Some(*upto)));
+    }
+    found
+}
+
+impl Writer {
+    /// Redacts events `1..=upto` of `id` in the store (a compaction, off the async threads),
+    /// then drops the marker. A failure is logged and leaves the marker: the event is durable
+    /// and the state already redacted, and the next start tries again.
+    async fn redact(&self, id: StreamId, upto: u64) {
+        let store = self.store.clone();
+        let sid = id.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            store.redact(&sid, upto, &domain::anonymize::redact_event)
+        })
+        .await;
+        let err = match done {
+            Ok(Ok(())) => {
+                let batch = AppendBatch {
+                    index: vec![redaction_marker(&id, None)],
+                    ..AppendBatch::default()
+                };
+                // Not flushed on its own: if it is lost, the next start redacts once more,
+                // which changes nothing.
+                match self.store.append(&batch) {
+                    Ok(()) => return,
+                    Err(e) => e.to_string(),
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the redaction task failed: {e}"),
+        };
+        tracing::error!(
+            stream = %id,
+            upto,
+            error = %err,
+            "personal data of an anonymised session not yet erased from disk; retried at next start"
+        );
+    }
+
+    /// Finishes the redactions whose markers are still in the store.
+    async fn finish_redactions(&mut self) {
+        let pending = match self.store.index_scan("", IndexKind::Redactions) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "pending redactions not read");
+                return;
+            }
+        };
+        for (key, value) in pending {
+            let parsed = key.split_once('/').and_then(|(company, stream)| {
+                let stream = StreamName::parse(stream).ok()?;
+                let upto = u64::from_be_bytes(value.as_slice().try_into().ok()?);
+                Some((StreamId::new(Arc::from(company), stream), upto))
+            });
+            match parsed {
+                Some((id, upto)) => {
+                    tracing::warn!(stream = %id, upto, "finishing an interrupted redaction");
+                    self.redact(id, upto).await;
+                }
+                None => {
+                    tracing::warn!(key = %key, "dropping a malformed redaction marker");
+                    let marker = IndexWrite {
+                        company: Arc::from(""),
+                        kind: IndexKind::Redactions,
+                        key,
+                        value: None,
+                    };
+                    let batch = AppendBatch {
+                        index: vec![marker],
+                        ..AppendBatch::default()
+                    };
+                    if let Err(e) = self.store.append(&batch) {
+                        tracing::error!(error = %e, "malformed redaction marker not dropped");
+                    }
+                }
+            }
+        }
     }
 }

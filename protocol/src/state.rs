@@ -127,6 +127,10 @@ pub struct SessionState {
     pub notes: Vec<Note>,
     /// How many transcript messages were posted (the texts are in the history).
     pub messages: u64,
+    /// The session was anonymised: its personal data reads as `[redacted]`, in this state and
+    /// in every stored event before the `session_anonymized` one.
+    #[serde(default)]
+    pub anonymized: bool,
 }
 
 /// A pending invitation on an operator's feed.

@@ -35,7 +35,7 @@ pub fn decide(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision
             owner,
         } => open_session(s, ctx, channel, client, parameters, owner),
         Command::SetClientInfo { name, phone, email } => {
-            set_client_info(s, who, limits, name, phone, email)
+            set_client_info(s, ctx, name, phone, email)
         }
         Command::InviteCollaborator { operator_id } => invite(s, ctx, operator_id),
         Command::AcceptInvitation {} => answer_invitation(s, ctx, true),
@@ -49,7 +49,7 @@ pub fn decide(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision
             read_only,
         } => set_parameter(s, who, limits, key, value, *read_only),
         Command::RemoveParameter { key } => remove_parameter(s, who, key),
-        Command::AddTag { tag } => add_tag(s, who, limits, tag),
+        Command::AddTag { tag } => add_tag(s, ctx, tag),
         Command::RemoveTag { tag } => remove_tag(s, who, tag),
         Command::AddNote { text } => add_note(s, ctx, text),
         Command::EditNote { note_id, text } => edit_note(s, who, limits, note_id, text),
@@ -58,14 +58,7 @@ pub fn decide(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<Decision
             from,
             text,
             template_id,
-        } => post_message(
-            s,
-            who,
-            limits,
-            *from,
-            text.as_deref(),
-            template_id.as_deref(),
-        ),
+        } => post_message(s, ctx, *from, text.as_deref(), template_id.as_deref()),
         Command::CloseSession {} => close_session(s, ctx),
         Command::AddToDirectory {} => super::contact::add_to_directory(s, ctx),
         Command::LinkContact { contact_id } => super::contact::link_contact(s, ctx, contact_id),
@@ -284,7 +277,7 @@ fn collaborator<'s>(s: &'s SessionState, id: &str) -> Option<&'s Collaborator> {
 /// Write access: the platform, supervisors, admins, the owner operator and joined
 /// collaborators. Invited collaborators and members of an owning group only read: a group
 /// member edits once it has claimed the session, an invitee once it has accepted.
-fn can_write(s: &SessionState, who: &Principal) -> Result<(), Rejection> {
+pub(super) fn can_write(s: &SessionState, who: &Principal) -> Result<(), Rejection> {
     if is_privileged(who) || is_owner_operator(s, &who.id) {
         return Ok(());
     }
@@ -342,6 +335,10 @@ fn check_status(s: &SessionState, ctx: &Ctx<'_>, cmd: &Command) -> Result<(), Re
     }
     match s.status {
         SessionStatus::New => Err(Rejection::not_found(format!("{} is not open", ctx.stream))),
+        // Anything written after anonymisation would escape it: an anonymised session is frozen.
+        SessionStatus::Closed if s.anonymized && !matches!(cmd, Command::Anonymize {}) => Err(
+            Rejection::closed("session is anonymised; it no longer changes"),
+        ),
         SessionStatus::Closed if !allowed_after_close(cmd) => Err(Rejection::closed(
             "session is closed; only parameters, tags and notes may change",
         )),
@@ -365,7 +362,7 @@ fn already_open(s: &SessionState, ctx: &Ctx<'_>) -> Rejection {
 const SHOWN_CHARS: usize = 64;
 
 /// A client-supplied string made safe to quote in a message: cut short and debug-escaped.
-fn shown(s: &str) -> String {
+pub(super) fn shown(s: &str) -> String {
     let mut cut: String = s.chars().take(SHOWN_CHARS).collect();
     if cut.len() < s.len() {
         cut.push('…');
@@ -373,7 +370,12 @@ fn shown(s: &str) -> String {
     format!("{cut:?}")
 }
 
-fn check_len(field: &str, what: &str, value: &str, limit: usize) -> Result<(), Rejection> {
+pub(super) fn check_len(
+    field: &str,
+    what: &str,
+    value: &str,
+    limit: usize,
+) -> Result<(), Rejection> {
     let n = value.chars().count();
     if n > limit {
         return Err(Rejection::too_large(
@@ -385,7 +387,12 @@ fn check_len(field: &str, what: &str, value: &str, limit: usize) -> Result<(), R
 }
 
 /// Refuses control characters other than those in `allowed`.
-fn check_controls(field: &str, what: &str, value: &str, allowed: &[char]) -> Result<(), Rejection> {
+pub(super) fn check_controls(
+    field: &str,
+    what: &str,
+    value: &str,
+    allowed: &[char],
+) -> Result<(), Rejection> {
     match value
         .chars()
         .find(|c| c.is_control() && !allowed.contains(c))
@@ -443,7 +450,7 @@ fn check_client_field(
     check_controls(field, what, value, &[])
 }
 
-fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
+pub(super) fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
     if email.is_empty() {
         return Ok(());
     }
@@ -465,7 +472,7 @@ fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn check_phone(field: &str, phone: &str) -> Result<(), Rejection> {
+pub(super) fn check_phone(field: &str, phone: &str) -> Result<(), Rejection> {
     if phone.is_empty() {
         return Ok(());
     }
@@ -573,13 +580,13 @@ fn open_session(
 
 fn set_client_info(
     s: &SessionState,
-    who: &Principal,
-    limits: &Limits,
+    ctx: &Ctx<'_>,
     name: &Option<String>,
     phone: &Option<String>,
     email: &Option<String>,
 ) -> Result<Decision, Rejection> {
-    can_write(s, who)?;
+    let limits = ctx.limits;
+    can_write(s, ctx.principal)?;
     if name.is_none() && phone.is_none() && email.is_none() {
         return Err(Rejection::invalid(
             "name",
@@ -605,7 +612,16 @@ fn set_client_info(
     if name.is_none() && phone.is_none() && email.is_none() {
         return Ok(Decision::default());
     }
-    one(Event::ClientInfoChanged { name, phone, email })
+    let event = Event::ClientInfoChanged { name, phone, email };
+    // While linked, the contact follows the client information, in the same atomic append.
+    let others = super::contact::client_info_side(s, ctx, &event)
+        .into_iter()
+        .collect();
+    Ok(Decision {
+        events: vec![event],
+        others,
+        created: None,
+    })
 }
 
 fn invite(s: &SessionState, ctx: &Ctx<'_>, operator_id: &str) -> Result<Decision, Rejection> {
@@ -845,17 +861,16 @@ fn remove_parameter(s: &SessionState, who: &Principal, key: &str) -> Result<Deci
 
 /// Tags are compared without case, so `VIP` and `vip` are one tag on a session.
 fn find_tag<'s>(s: &'s SessionState, tag: &str) -> Option<&'s Tag> {
-    let wanted = tag.to_lowercase();
-    s.tags.iter().find(|t| t.tag.to_lowercase() == wanted)
+    // The same folding as the catalog and auto-tags: "Café" and "cafe" are one tag.
+    let wanted = super::text::fold(tag);
+    s.tags.iter().find(|t| super::text::fold(&t.tag) == wanted)
 }
 
-fn add_tag(
-    s: &SessionState,
-    who: &Principal,
-    limits: &Limits,
-    tag: &str,
-) -> Result<Decision, Rejection> {
-    can_write(s, who)?;
+/// Adds a tag by hand. A tag the company catalog does not know enters it, with the default
+/// colours, in the same atomic append (see [`super::catalog::tag_side`]).
+fn add_tag(s: &SessionState, ctx: &Ctx<'_>, tag: &str) -> Result<Decision, Rejection> {
+    let limits = ctx.limits;
+    can_write(s, ctx.principal)?;
     let tag = tag.trim();
     if tag.is_empty() {
         return Err(Rejection::invalid("tag", "tag is empty"));
@@ -871,10 +886,14 @@ fn add_tag(
             format!("a session holds at most {} tags", limits.tags_per_session),
         ));
     }
-    one(Event::TagAdded {
-        tag: tag.to_owned(),
-        source: TagSource::Manual,
-        rule_id: None,
+    Ok(Decision {
+        events: vec![Event::TagAdded {
+            tag: tag.to_owned(),
+            source: TagSource::Manual,
+            rule_id: None,
+        }],
+        others: super::catalog::tag_side(ctx, tag).into_iter().collect(),
+        created: None,
     })
 }
 
@@ -956,14 +975,17 @@ fn delete_note(s: &SessionState, who: &Principal, note_id: &str) -> Result<Decis
     })
 }
 
+/// Posts a transcript message: its own text, or a catalog template's (`template_id`, which
+/// the event records). The auto-tag rules' tags follow the message in the same append (see
+/// [`super::catalog::autotags`]), for client and operator messages alike.
 fn post_message(
     s: &SessionState,
-    who: &Principal,
-    limits: &Limits,
+    ctx: &Ctx<'_>,
     from: MessageFrom,
     text: Option<&str>,
     template_id: Option<&str>,
 ) -> Result<Decision, Rejection> {
+    let who = ctx.principal;
     match from {
         MessageFrom::Client if who.role != Role::Service => {
             return Err(Rejection::forbidden(
@@ -973,7 +995,7 @@ fn post_message(
         MessageFrom::Client => {}
         MessageFrom::Operator => can_write(s, who)?,
     }
-    let text = match (text, template_id) {
+    let (text, template_id) = match (text, template_id) {
         (Some(_), Some(_)) => {
             return Err(Rejection::invalid(
                 "text",
@@ -981,20 +1003,21 @@ fn post_message(
             ))
         }
         (None, None) => return Err(Rejection::invalid("text", "give text or template_id")),
-        // Templates arrive with the catalog; until then none exists.
-        (None, Some(id)) => {
-            return Err(Rejection::not_found(format!(
-                "template {} does not exist",
-                shown(id)
-            )))
-        }
-        (Some(text), None) => text,
+        (None, Some(id)) => (super::catalog::template_text(ctx, id)?, Some(id.to_owned())),
+        (Some(text), None) => (text.to_owned(), None),
     };
-    check_text("text", "message text", text, limits.message_chars)?;
-    one(Event::MessagePosted {
+    check_text("text", "message text", &text, ctx.limits.message_chars)?;
+    let tags = super::catalog::autotags(s, ctx, &text);
+    let mut events = Vec::with_capacity(1 + tags.len());
+    events.push(Event::MessagePosted {
         from,
-        text: text.to_owned(),
-        template_id: None,
+        text,
+        template_id,
+    });
+    events.extend(tags);
+    Ok(Decision {
+        events,
+        ..Decision::default()
     })
 }
 
@@ -1013,6 +1036,17 @@ fn close_session(s: &SessionState, ctx: &Ctx<'_>) -> Result<Decision, Rejection>
                 Event::InvitationEnded {
                     session_id: ctx.stream.id().to_owned(),
                     outcome: InvitationOutcome::Cancelled,
+                },
+            ));
+        }
+    }
+    // Nobody can claim a closed session: the group's members drop it from their feeds.
+    if let Some(Owner::Group { group }) = &s.owner {
+        for member in ctx.world.group_members(group) {
+            decision.others.push((
+                feed(&member)?,
+                Event::AssignmentEnded {
+                    session_id: ctx.stream.id().to_owned(),
                 },
             ));
         }

@@ -13,7 +13,7 @@
 use super::App;
 use crate::auth::Claims;
 use crate::domain::{self, Principal};
-use crate::hub::{LagSignal, Register, SharedEvent, Subscriber};
+use crate::hub::{LagSignal, Outbound, Register, Subscriber, Watcher};
 use crate::store::{StoreError, StreamId};
 use crate::writer::{CommandError, CommandRequest};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -37,6 +37,12 @@ pub const CLOSE_IDLE: u16 = 4002;
 const CATCH_UP_PAGE: usize = 256;
 /// Live events written per socket flush.
 const WRITE_BATCH: usize = 128;
+/// Sustained activity hints per second per connection.
+const ACTIVITY_PER_SEC: f64 = 5.0;
+/// Activity hint burst per connection.
+const ACTIVITY_BURST: f64 = 10.0;
+/// Longest activity hint, characters.
+const ACTIVITY_CHARS: usize = 64;
 
 type Reply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
 
@@ -60,10 +66,15 @@ struct Conn {
     /// still queued from before an unsubscribe or a repeated subscribe.
     subs: HashMap<StreamName, u64>,
     /// The sending half handed to the hub with each subscription.
-    events_tx: mpsc::Sender<Arc<SharedEvent>>,
+    events_tx: mpsc::Sender<Outbound>,
     lag: Arc<LagSignal>,
     /// Token bucket for commands: (tokens, last refill).
     bucket: (f64, Instant),
+    /// The token's display name, shown to other viewers in presence.
+    name: Option<String>,
+    /// Token bucket for activity hints, apart from commands: typing must not eat the command
+    /// budget, nor a flood of hints reach the other viewers.
+    activity_bucket: (f64, Instant),
 }
 
 pub(super) async fn run(
@@ -90,6 +101,8 @@ pub(super) async fn run(
         events_tx,
         lag: Arc::new(LagSignal::default()),
         bucket: (burst, Instant::now()),
+        name: claims.name.clone(),
+        activity_bucket: (ACTIVITY_BURST, Instant::now()),
     };
     tracing::debug!(conn = id, operator = %claims.sub, company = %claims.company, ?enc, "connected");
     if claims.role != copanel_protocol::Role::Service {
@@ -112,8 +125,11 @@ pub(super) async fn run(
     }
     let _ = conn.sink.close().await;
     for (s, _) in conn.subs.drain() {
-        app.hub
-            .unregister(&StreamId::new(conn.company.clone(), s), id);
+        let sid = StreamId::new(conn.company.clone(), s);
+        app.hub.unregister(&sid, id);
+        // The other viewers see this one go as soon as its connection ends (at the latest
+        // at the idle timeout for a peer that died silently).
+        app.hub.leave(&sid, id);
     }
     tracing::debug!(conn = id, "disconnected");
     crate::metrics::CONNECTIONS_CLOSED.inc();
@@ -166,7 +182,7 @@ impl Conn {
     async fn serve(
         &mut self,
         mut stream: SplitStream<WebSocket>,
-        mut events_rx: mpsc::Receiver<Arc<SharedEvent>>,
+        mut events_rx: mpsc::Receiver<Outbound>,
         exp: u64,
     ) -> End {
         let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
@@ -240,21 +256,33 @@ impl Conn {
         }
     }
 
-    /// Sends a live event and whatever else is already queued, then flushes once.
+    /// Sends a live event (or presence/activity frame) and whatever else is already queued,
+    /// then flushes once.
     async fn forward(
         &mut self,
-        first: Arc<SharedEvent>,
-        rx: &mut mpsc::Receiver<Arc<SharedEvent>>,
+        first: Outbound,
+        rx: &mut mpsc::Receiver<Outbound>,
     ) -> Result<(), End> {
         let mut next = Some(first);
         let mut n = 0;
-        while let Some(ev) = next.take() {
-            // Events queued before an unsubscribe, or already sent, are dropped here.
-            if let Some(sent) = self.subs.get_mut(&ev.env.stream) {
-                if ev.env.seq > *sent {
-                    *sent = ev.env.seq;
-                    let msg = self.message(ev.bytes(self.enc));
-                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+        while let Some(out) = next.take() {
+            match out {
+                // Events queued before an unsubscribe, or already sent, are dropped here.
+                Outbound::Event(ev) => {
+                    if let Some(sent) = self.subs.get_mut(&ev.env.stream) {
+                        if ev.env.seq > *sent {
+                            *sent = ev.env.seq;
+                            let msg = self.message(ev.bytes(self.enc));
+                            self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                        }
+                    }
+                }
+                // Presence and activity only matter while subscribed.
+                Outbound::Frame(f) => {
+                    if self.subs.contains_key(&f.stream) {
+                        let msg = self.message(f.bytes(self.enc));
+                        self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                    }
                 }
             }
             n += 1;
@@ -267,12 +295,13 @@ impl Conn {
 
     /// Some subscriptions overflowed the queue: send what is queued (it precedes the gap), then
     /// catch each lagged stream up from the log and put it back live.
-    async fn on_lag(&mut self, rx: &mut mpsc::Receiver<Arc<SharedEvent>>) -> Result<(), End> {
+    async fn on_lag(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Result<(), End> {
         while let Ok(ev) = rx.try_recv() {
             self.forward(ev, rx).await?;
         }
         for sid in self.lag.take_revoked() {
             if self.subs.remove(&sid.stream).is_some() {
+                self.app.hub.leave(&sid, self.id);
                 let f = error_frame(
                     None,
                     ErrorCode::Forbidden,
@@ -295,10 +324,32 @@ impl Conn {
             tracing::debug!(conn = self.id, stream = %sid, last, "slow consumer: catching up from the log");
             if let Err(f) = self.catch_up(&sid, last).await? {
                 self.subs.remove(&sid.stream);
+                self.app.hub.leave(&sid, self.id);
+                self.send(&f).await?;
+            }
+        }
+        // Presence frames dropped on the full queue: the current presence, now caught up.
+        for sid in self.lag.take_presence() {
+            if self.subs.contains_key(&sid.stream) {
+                let f = ServerFrame::Presence {
+                    stream: sid.stream.clone(),
+                    viewers: self.app.hub.presence(&sid),
+                };
                 self.send(&f).await?;
             }
         }
         Ok(())
+    }
+
+    /// This connection as a viewer, for presence.
+    fn watcher(&self) -> Watcher {
+        Watcher {
+            conn: self.id,
+            principal: self.principal.clone(),
+            name: self.name.clone(),
+            tx: self.events_tx.clone(),
+            lag: self.lag.clone(),
+        }
     }
 
     fn subscriber(&self) -> Subscriber {
@@ -463,7 +514,9 @@ impl Conn {
             ClientFrame::Subscribe { id, stream, since } => self.subscribe(id, stream, since).await,
             ClientFrame::Unsubscribe { id, stream } => {
                 let reply = if self.subs.remove(&stream).is_some() {
-                    self.app.hub.unregister(&self.sid(&stream), self.id);
+                    let sid = self.sid(&stream);
+                    self.app.hub.unregister(&sid, self.id);
+                    self.app.hub.leave(&sid, self.id);
                     ServerFrame::Unsubscribed { id, stream }
                 } else {
                     error_frame(
@@ -547,16 +600,81 @@ impl Conn {
         }
     }
 
-    /// Relays an activity hint to the stream's other viewers.
-    async fn activity(&mut self, stream: StreamName, _what: String) -> Result<(), End> {
-        let f = error_frame(
-            None,
-            ErrorCode::Invalid,
-            "not implemented yet",
-            None,
-            Some(stream),
-        );
-        self.send(&f).await
+    /// Relays an activity hint to the stream's other viewers. Nothing is sent back on
+    /// success; refusals are error frames without an id (the frame has none).
+    async fn activity(&mut self, stream: StreamName, what: String) -> Result<(), End> {
+        match self.check_activity(&stream, &what) {
+            Ok(()) => {
+                self.app
+                    .hub
+                    .relay(&self.sid(&stream), &self.principal.id, &what);
+                Ok(())
+            }
+            Err(f) => self.send(&f).await,
+        }
+    }
+
+    /// Rate limit, subscription and `what` checks of an activity hint.
+    fn check_activity(&mut self, stream: &StreamName, what: &str) -> Result<(), ServerFrame> {
+        let refuse = |code, message: String, field: &str| {
+            error_frame(
+                None,
+                code,
+                message,
+                Some(field.to_owned()),
+                Some(stream.clone()),
+            )
+        };
+        let (tokens, at) = self.activity_bucket;
+        let now = Instant::now();
+        let tokens =
+            (tokens + now.duration_since(at).as_secs_f64() * ACTIVITY_PER_SEC).min(ACTIVITY_BURST);
+        if tokens < 1.0 {
+            self.activity_bucket = (tokens, now);
+            return Err(error_frame(
+                None,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {ACTIVITY_PER_SEC} activity hints per second (burst {ACTIVITY_BURST}); slow down"
+                ),
+                None,
+                Some(stream.clone()),
+            ));
+        }
+        self.activity_bucket = (tokens - 1.0, now);
+        if !self.subs.contains_key(stream) {
+            return Err(refuse(
+                ErrorCode::NotFound,
+                format!("not subscribed to {stream}"),
+                "stream",
+            ));
+        }
+        if !crate::hub::keeps_presence(stream) {
+            return Err(refuse(
+                ErrorCode::Invalid,
+                format!("activity hints are not relayed on {stream}"),
+                "stream",
+            ));
+        }
+        let n = what.chars().count();
+        if n == 0 {
+            return Err(refuse(ErrorCode::Invalid, "what is empty".into(), "what"));
+        }
+        if n > ACTIVITY_CHARS {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!("what is {n} characters; the limit is {ACTIVITY_CHARS}"),
+                "what",
+            ));
+        }
+        if let Some(c) = what.chars().find(|c| c.is_control()) {
+            return Err(refuse(
+                ErrorCode::Invalid,
+                format!("what contains the control character {c:?}"),
+                "what",
+            ));
+        }
+        Ok(())
     }
 
     /// Rate limit and command id checks; `Some` is the refusal.
@@ -598,7 +716,26 @@ impl Conn {
         None
     }
 
+    /// `subscribe`, then presence: a connection subscribed at the end is a viewer (a new one
+    /// is announced to all, a repeated subscribe gets the presence again), one that is not
+    /// (refused, or its catch-up failed) is no viewer any more.
     async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        stream: StreamName,
+        since: Option<u64>,
+    ) -> Result<(), End> {
+        let res = self.subscribe_stream(id, stream.clone(), since).await;
+        let sid = self.sid(&stream);
+        if self.subs.contains_key(&stream) {
+            self.app.hub.join(&sid, self.watcher());
+        } else {
+            self.app.hub.leave(&sid, self.id);
+        }
+        res
+    }
+
+    async fn subscribe_stream(
         &mut self,
         id: Option<u64>,
         stream: StreamName,

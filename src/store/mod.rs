@@ -87,6 +87,11 @@ pub enum IndexKind {
     RecentTags,
     /// Session id → a summary for `query sessions` (owner, status, collaborators).
     Sessions,
+    /// Store-wide (company `""`): `<company>/<stream>` → the seq (u64 big-endian) up to which
+    /// that stream's events still wait for [`Store::redact`]. Written with the
+    /// `session_anonymized` event, deleted once the redaction is done; the writer finishes
+    /// what it finds here at start.
+    Redactions,
 }
 
 impl IndexKind {
@@ -97,6 +102,7 @@ impl IndexKind {
             IndexKind::TagUsage => b't',
             IndexKind::RecentTags => b'r',
             IndexKind::Sessions => b's',
+            IndexKind::Redactions => b'a',
         }
     }
 }
@@ -168,4 +174,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// One derived record.
     fn index_get(&self, company: &str, kind: IndexKind, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Rewrites events `1..=upto` of stream `id` with `f` applied, so that what `f` removes is
+    /// gone *from disk*, not only from later reads (anonymisation). Everything else, and every
+    /// other record, stays as it is. May be slow (the sled store copies itself: O(store size),
+    /// appends wait meanwhile); idempotent when `f` is.
+    fn redact(&self, id: &StreamId, upto: u64, f: &dyn Fn(&mut Envelope)) -> StoreResult<()>;
 }

@@ -98,6 +98,9 @@ pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub enc: Encoding,
     next_id: u64,
+    /// Whether `recv` returns `presence` and `activity` frames. Off by default: they arrive
+    /// whenever anyone subscribes, leaves or types, so tests about events skip them like pings.
+    pub ambient: bool,
 }
 
 impl Client {
@@ -119,6 +122,7 @@ impl Client {
             ws,
             enc,
             next_id: 1,
+            ambient: false,
         }
     }
 
@@ -156,7 +160,11 @@ impl Client {
                 Message::Close(c) => panic!("closed by server: {c:?}"),
                 _ => continue,
             };
-            return decode_server(self.enc, &bytes).expect("decodable server frame");
+            let frame = decode_server(self.enc, &bytes).expect("decodable server frame");
+            if !self.ambient && is_ambient(&frame) {
+                continue;
+            }
+            return frame;
         }
     }
 
@@ -224,6 +232,14 @@ impl Client {
     }
 }
 
+/// Presence and activity frames: pushed by others' comings and goings, not replies or events.
+pub fn is_ambient(f: &ServerFrame) -> bool {
+    matches!(
+        f,
+        ServerFrame::Presence { .. } | ServerFrame::Activity { .. }
+    )
+}
+
 /// Whether `f` is the reply to request `id`.
 pub fn reply_to(f: &ServerFrame, want: u64) -> bool {
     let id = match f {
@@ -232,6 +248,7 @@ pub fn reply_to(f: &ServerFrame, want: u64) -> bool {
         | ServerFrame::Ack { id, .. }
         | ServerFrame::History { id, .. }
         | ServerFrame::State { id, .. }
+        | ServerFrame::Result { id, .. }
         | ServerFrame::Pong { id }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
@@ -575,6 +592,9 @@ impl Client {
         let close = tokio::time::timeout(within, run)
             .await
             .expect("a close frame in time");
+        if !self.ambient {
+            frames.retain(|f| !is_ambient(f));
+        }
         (frames, close)
     }
 }
@@ -612,6 +632,7 @@ impl Client {
             ws,
             enc,
             next_id: 1,
+            ambient: false,
         }
     }
 }
