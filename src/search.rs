@@ -2,12 +2,13 @@
 //! use and kept current by the writer after every committed contact event.
 //!
 //! Each active contact is kept with its state folded from its stream and the searchable forms
-//! of its fields (folded name, folded emails and identifiers, the digits of its phones). For
-//! searching, those forms are laid end to end in two flat strings per company (text and phone
-//! digits), rebuilt by the first search after a change: a search is then one substring scan of
-//! each flat string, instead of thousands of small scans, and never a replay. Removed contacts
-//! leave the index; only the seq of their last event stays, so that a late report cannot bring
-//! them back.
+//! of its fields (folded name, folded emails and identifiers, the digits of its phones). Those
+//! forms are laid end to end in two flat strings per company (text, phone digits), so a search
+//! is one substring scan of each string rather than thousands of small ones, and never a
+//! replay. A change appends the contact's new segment and marks its old one dead; the strings
+//! are compacted once dead segments outnumber live ones, so an update costs the size of one
+//! contact (amortised) and a search never waits for a rebuild. Removed contacts leave the
+//! index; only the seq of their last event stays, so that a late report cannot bring them back.
 //!
 //! Consistency with the writer: a company is built under its own lock, and the writer's
 //! [`ContactIndex::on_committed`] for that company waits for that lock. Every event is in the
@@ -43,8 +44,11 @@ const FIELD_END: char = '\0';
 /// Separates phones in the flat digits; anything but a digit would do.
 const PHONE_END: char = ' ';
 
-/// Contacts per block of a flat string scanned with one `contains` first.
-const SCAN_BLOCK: usize = 32;
+/// Contacts per block of a flat string ruled out by one `contains`.
+const SCAN_BLOCK: usize = 16;
+
+/// Dead segments tolerated before a compaction, whatever the number of live ones.
+const COMPACT_MIN: usize = 256;
 
 /// The index of every company's contacts.
 #[derive(Default)]
@@ -65,17 +69,18 @@ struct CompanyIndex {
 /// A company's contacts.
 #[derive(Default)]
 struct Directory {
-    /// Active contacts by id.
-    live: HashMap<String, Indexed>,
+    /// Active contacts: id → their segment in `flat`.
+    live: HashMap<String, usize>,
     /// Removed contacts by id → the seq of their last applied event.
     gone: HashMap<String, u64>,
-    /// The flat search strings of `live`; dropped by every change, rebuilt by the next search.
-    /// A mutex inside the read-locked directory, so concurrent searches build it once.
-    flat: Mutex<Option<Arc<Flat>>>,
+    /// Every active contact's searchable forms, end to end.
+    flat: Flat,
 }
 
 /// One active contact and its searchable forms.
 struct Indexed {
+    /// The contact's id (the stream is `contact/<id>`).
+    id: String,
     /// The seq of the last event folded in.
     seq: u64,
     /// The contact as its stream folds.
@@ -88,50 +93,56 @@ struct Indexed {
     phones: Vec<String>,
 }
 
-/// Every live contact's searchable forms laid end to end.
+/// Contacts' searchable forms laid end to end, one segment per contact version.
 #[derive(Default)]
 struct Flat {
-    /// Contact ids, in segment order.
-    ids: Vec<String>,
-    /// Folded names, in segment order (ranking needs them for every match).
-    names: Vec<String>,
-    /// Per contact: its folded name and texts, each followed by [`FIELD_END`].
+    /// Segment `k`'s contact, or `None` once superseded or removed (a dead segment).
+    entries: Vec<Option<Indexed>>,
+    /// Dead segments.
+    dead: usize,
+    /// Per segment: the folded name and texts, each followed by [`FIELD_END`].
     text: String,
-    /// `text_ends[k]`: where contact `k`'s segment of `text` ends (exclusive).
+    /// `text_ends[k]`: where segment `k` of `text` ends (exclusive).
     text_ends: Vec<usize>,
-    /// Per contact: its phones' digits, each followed by [`PHONE_END`].
+    /// Per segment: the phones' digits, each followed by [`PHONE_END`].
     phones: String,
-    /// `phone_ends[k]`: where contact `k`'s segment of `phones` ends (exclusive).
+    /// `phone_ends[k]`: where segment `k` of `phones` ends (exclusive).
     phone_ends: Vec<usize>,
 }
 
 impl Flat {
-    fn build(live: &HashMap<String, Indexed>) -> Self {
-        let mut f = Flat::default();
-        for (id, e) in live {
-            f.ids.push(id.clone());
-            f.names.push(e.name.clone());
-            for t in std::iter::once(&e.name).chain(&e.texts) {
-                f.text.push_str(t);
-                f.text.push(FIELD_END);
-            }
-            f.text_ends.push(f.text.len());
-            for p in &e.phones {
-                f.phones.push_str(p);
-                f.phones.push(PHONE_END);
-            }
-            f.phone_ends.push(f.phones.len());
+    /// Appends a contact's segment; returns its index.
+    fn push(&mut self, e: Indexed) -> usize {
+        for t in std::iter::once(&e.name).chain(&e.texts) {
+            self.text.push_str(t);
+            self.text.push(FIELD_END);
         }
-        f
+        self.text_ends.push(self.text.len());
+        for p in &e.phones {
+            self.phones.push_str(p);
+            self.phones.push(PHONE_END);
+        }
+        self.phone_ends.push(self.phones.len());
+        self.entries.push(Some(e));
+        self.entries.len() - 1
     }
 
-    /// Marks in `hit` every contact whose segment of `hay` holds `needle`.
+    /// Marks segment `k` dead and hands back its contact.
+    fn take(&mut self, k: usize) -> Option<Indexed> {
+        let e = self.entries.get_mut(k)?.take();
+        if e.is_some() {
+            self.dead += 1;
+        }
+        e
+    }
+
+    /// Marks in `hit` every segment of `hay` that holds `needle`.
     ///
-    /// Contacts are taken in blocks: `str::contains` rules out a block that holds no match
-    /// with the standard library's vectorised search, which is several times faster than
-    /// `find`; only blocks that hold one are walked contact by contact. Within a block, after
-    /// a match the scan resumes at the next contact's segment, so a broad query costs one step
-    /// per contact, not one per occurrence.
+    /// Segments are taken in blocks: `str::contains` rules out a block that holds no match
+    /// with the standard library's vectorised search, several times faster than `find`; only
+    /// blocks that hold one are walked segment by segment. Within a block, after a match the
+    /// scan resumes at the next segment, so a broad query costs one step per contact, not
+    /// one per occurrence.
     fn mark(hay: &str, ends: &[usize], needle: &str, hit: &mut [bool]) {
         let mut start = 0;
         for (b, block) in ends.chunks(SCAN_BLOCK).enumerate() {
@@ -157,7 +168,7 @@ impl Flat {
 }
 
 impl Indexed {
-    fn new(seq: u64, state: ContactState) -> Self {
+    fn new(id: &str, seq: u64, state: ContactState) -> Self {
         let mut texts = Vec::new();
         let mut phones = Vec::new();
         let mut phone = |p: &str| {
@@ -167,24 +178,18 @@ impl Indexed {
             }
         };
         phone(&state.phone);
-        for d in state
-            .details
-            .iter()
-            .filter(|d| d.detail == ContactDetail::Phone)
-        {
+        let is_phone = |d: &&copanel_protocol::ContactDetailEntry| d.detail == ContactDetail::Phone;
+        for d in state.details.iter().filter(is_phone) {
             phone(&d.value);
         }
         if !state.email.is_empty() {
             texts.push(text::fold(&state.email));
         }
-        for d in state
-            .details
-            .iter()
-            .filter(|d| d.detail != ContactDetail::Phone)
-        {
+        for d in state.details.iter().filter(|d| !is_phone(d)) {
             texts.push(text::fold(&d.value));
         }
         Indexed {
+            id: id.to_owned(),
             seq,
             name: text::fold(&state.name),
             state,
@@ -193,9 +198,9 @@ impl Indexed {
         }
     }
 
-    fn hit(&self, id: &str) -> ContactHit {
+    fn hit(&self) -> ContactHit {
         ContactHit {
-            contact_id: id.to_owned(),
+            contact_id: self.id.clone(),
             name: self.state.name.clone(),
             phone: self.state.phone.clone(),
             email: self.state.email.clone(),
@@ -204,16 +209,21 @@ impl Indexed {
     }
 }
 
-/// A match while ranking, in ranking order: (name does not start with the query, folded name,
-/// id).
-type Found<'a> = (bool, &'a str, &'a str);
+/// A match while ranking: (its name does not start with the query, the contact).
+type Found<'a> = (bool, &'a Indexed);
+
+/// The contract's order: name-prefix matches first, then by folded name, then by id.
+fn rank(a: &Found<'_>, b: &Found<'_>) -> std::cmp::Ordering {
+    (a.0, &a.1.name, &a.1.id).cmp(&(b.0, &b.1.name, &b.1.id))
+}
 
 impl Directory {
     /// The seq of the last event applied to `id`, 0 if none.
     fn known(&self, id: &str) -> u64 {
-        match self.live.get(id) {
-            Some(e) => e.seq,
-            None => self.gone.get(id).copied().unwrap_or(0),
+        let live = self.live.get(id).and_then(|&k| self.flat.entries.get(k));
+        match live {
+            Some(Some(e)) => e.seq,
+            _ => self.gone.get(id).copied().unwrap_or(0),
         }
     }
 
@@ -222,36 +232,41 @@ impl Directory {
         if env.seq <= self.known(id) {
             return;
         }
-        let mut state = match self.live.remove(id) {
+        let old = self.live.remove(id).and_then(|k| self.flat.take(k));
+        let mut state = match old {
             Some(e) => StreamState::Contact(e.state),
             None => domain::initial(StreamKind::Contact),
         };
         domain::apply(&mut state, env);
-        *self.flat.get_mut() = None;
-        let StreamState::Contact(state) = state else {
-            return;
-        };
-        if state.status == ContactStatus::Active {
-            self.gone.remove(id);
-            self.live
-                .insert(id.to_owned(), Indexed::new(env.seq, state));
-        } else {
-            self.gone.insert(id.to_owned(), env.seq);
+        if let StreamState::Contact(state) = state {
+            if state.status == ContactStatus::Active {
+                self.gone.remove(id);
+                let k = self.flat.push(Indexed::new(id, env.seq, state));
+                self.live.insert(id.to_owned(), k);
+            } else {
+                self.gone.insert(id.to_owned(), env.seq);
+            }
+        }
+        if self.flat.dead > COMPACT_MIN && self.flat.dead > self.live.len() {
+            self.compact();
         }
     }
 
-    fn flat(&self) -> Arc<Flat> {
-        self.flat
-            .lock()
-            .get_or_insert_with(|| Arc::new(Flat::build(&self.live)))
-            .clone()
+    /// Rewrites the flat strings with live segments only.
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.flat);
+        for e in old.entries.into_iter().flatten() {
+            let id = e.id.clone();
+            let k = self.flat.push(e);
+            self.live.insert(id, k);
+        }
     }
 
     fn search(&self, q: &str, limit: usize) -> Vec<ContactHit> {
         let folded = text::fold(q.trim());
         let digits = text::digits(q);
-        let flat = self.flat();
-        let mut hit = vec![false; flat.ids.len()];
+        let flat = &self.flat;
+        let mut hit = vec![false; flat.entries.len()];
         if !folded.is_empty() && !folded.contains(FIELD_END) {
             Flat::mark(&flat.text, &flat.text_ends, &folded, &mut hit);
         }
@@ -259,26 +274,23 @@ impl Directory {
             Flat::mark(&flat.phones, &flat.phone_ends, &digits, &mut hit);
         }
         let mut found: Vec<Found<'_>> = flat
-            .ids
+            .entries
             .iter()
-            .zip(&flat.names)
             .zip(&hit)
             .filter(|(_, h)| **h)
-            .map(|((id, name), _)| {
-                let prefix = !folded.is_empty() && name.starts_with(&folded);
-                (!prefix, name.as_str(), id.as_str())
+            .filter_map(|(e, _)| e.as_ref())
+            .map(|e| {
+                let prefix = !folded.is_empty() && e.name.starts_with(&folded);
+                (!prefix, e)
             })
             .collect();
         // Only the first `limit` need ordering; partitioning first keeps a broad query cheap.
         if found.len() > limit && limit > 0 {
-            found.select_nth_unstable(limit - 1);
+            found.select_nth_unstable_by(limit - 1, rank);
         }
         found.truncate(limit);
-        found.sort_unstable();
-        found
-            .into_iter()
-            .filter_map(|(_, _, id)| self.live.get(id).map(|e| e.hit(id)))
-            .collect()
+        found.sort_unstable_by(rank);
+        found.into_iter().map(|(_, e)| e.hit()).collect()
     }
 }
 
@@ -341,6 +353,7 @@ impl ContactIndex {
                 }
             }
         }
+        dir.compact();
         *slot = Some(dir);
         Ok(())
     }

@@ -514,10 +514,13 @@ impl Writer {
             self.entry(&StreamId::new(id.company.clone(), other))
                 .map_err(unavailable)?;
         }
-        // Group members are told of redirects, claims and closes on their feeds.
+        // Group members are told of opens, redirects, claims and closes on their feeds.
         if matches!(
             req.command,
-            Command::Redirect { .. } | Command::Claim {} | Command::CloseSession {}
+            Command::OpenSession { .. }
+                | Command::Redirect { .. }
+                | Command::Claim {}
+                | Command::CloseSession {}
         ) {
             self.load_roster(&id.company).map_err(unavailable)?;
         }

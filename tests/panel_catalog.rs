@@ -182,6 +182,7 @@ async fn auto_tags_reach_every_subscriber_with_their_message() {
     assert_eq!(s.tags[0].source, TagSource::Rule);
     assert_eq!(s.tags[0].rule_id.as_deref(), Some("r2"));
     assert_eq!(s.messages, 2);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +354,7 @@ async fn new_tags_enter_the_catalog_and_suggestions_follow_usage() {
         company.is_empty() && mine.is_empty(),
         "{company:?} {mine:?}"
     );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,4 +540,5 @@ async fn an_operator_stars_a_template_and_posts_it() {
             template_id: "t1".into()
         }
     );
+    server.stop().await;
 }

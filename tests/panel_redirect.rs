@@ -2,6 +2,9 @@
 //! with a note reaches the receiver's feed live and moves write access; the previous owner's
 //! live subscription ends; a group redirect reaches the members the roster knows; a member
 //! claims; `query sessions` lists each operator's sessions with its role.
+//!
+//! Every test ends with a graceful `stop`: dropping a sled store with unflushed writes while
+//! another test's store writes can deadlock on sled's process-wide lock.
 
 mod support;
 
@@ -192,6 +195,7 @@ async fn a_redirect_with_a_note_hands_the_session_over_live() {
         )
         .await;
     assert_eq!(error_code(&f), "forbidden");
+    server.stop().await;
 }
 
 // ---- redirect to a group and claim -----------------------------------------------------------
@@ -327,6 +331,7 @@ async fn a_group_redirect_reaches_known_members_and_one_claims() {
             other => panic!("expected a feed, got {other:?}"),
         }
     }
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +349,17 @@ async fn closing_a_waiting_session_clears_the_members_feeds() {
         )
         .await;
     ack_seq(&f);
-    // Opened in billing (no assignment then: the platform opened it), redirected away: ended.
+    // Opened in billing: the known member is told; redirected away: ended.
+    let e = next_event(&mut op3).await;
+    assert_eq!(
+        e.event,
+        Event::AssignmentReceived {
+            session_id: "s9".into(),
+            by: "platform".into(),
+            note: None,
+            group: Some("billing".into()),
+        }
+    );
     let e = next_event(&mut op3).await;
     assert_eq!(
         e.event,
@@ -379,6 +394,7 @@ async fn closing_a_waiting_session_clears_the_members_feeds() {
         sessions(&mut op3, Some("closed")).await,
         pairs(&[("s9", "group")])
     );
+    server.stop().await;
 }
 
 // ---- the sessions list -----------------------------------------------------------------------
@@ -489,6 +505,7 @@ async fn query_sessions_lists_each_operators_sessions_with_its_role() {
         .client_of("globex", "sup", Role::Supervisor, Encoding::Msgpack)
         .await;
     assert_eq!(sessions(&mut other, None).await, Vec::new());
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,6 +540,7 @@ async fn the_sessions_list_survives_a_restart() {
     );
     let all = summaries(&mut op2, Some("closed")).await;
     assert_eq!(all[0].client_name, "Jana Nováková", "name kept from open");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,4 +554,5 @@ async fn query_sessions_refuses_an_unknown_status() {
     assert!(message.contains("\"pending\""), "{message}");
     // The connection goes on.
     op1.ping().await;
+    server.stop().await;
 }

@@ -2,6 +2,9 @@
 //! every change (subscribe, unsubscribe, disconnect, lost access, a silent peer's timeout);
 //! activity hints reach the other viewers only, checked and rate-limited; a presence frame
 //! dropped on a full queue is sent again once the viewer has caught up.
+//!
+//! Every test ends with a graceful `stop`: dropping a sled store with unflushed writes while
+//! another test's store writes can deadlock on sled's process-wide lock.
 
 mod support;
 
@@ -150,6 +153,7 @@ async fn viewers_see_each_other_come_and_go() {
     // Presence is per stream: a feed's presence is its own.
     assert_eq!(join(&mut op1, "operator/op1").await, list(&["op1"]));
     op1.assert_quiet().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +193,7 @@ async fn a_viewer_that_loses_access_leaves_the_presence() {
     assert_eq!(error_code(&f), "forbidden");
     assert_eq!(next_presence(&mut op1, S).await, list(&["op1"]));
     op2.assert_quiet().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +222,7 @@ async fn a_silent_dead_viewer_disappears_after_the_idle_timeout() {
     assert!(took < Duration::from_secs(3), "dropped only after {took:?}");
     assert_eq!(server.healthz().await["connections"], 1);
     drop(silent);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +252,7 @@ async fn the_catalog_keeps_no_presence() {
             .all(|f| matches!(f, ServerFrame::Snapshot { .. })),
         "{frames:?}"
     );
+    server.stop().await;
 }
 
 // ---- activity --------------------------------------------------------------------------------
@@ -292,6 +299,7 @@ async fn activity_reaches_the_other_viewers_only() {
     assert_eq!(message, "not subscribed to session/s1");
     assert!(matches!(f, ServerFrame::Error { id: None, .. }));
     assert!(until_pong(&mut op1).await.is_empty(), "nothing relayed");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,6 +338,7 @@ async fn activity_hints_are_checked() {
     }
     // The connection goes on.
     op1.ping().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +389,7 @@ async fn activity_is_rate_limited_per_connection() {
         .recv_until(|f| matches!(f, ServerFrame::Activity { .. }))
         .await;
     assert!(matches!(got, ServerFrame::Activity { what, .. } if what == "back"));
+    server.stop().await;
 }
 
 // ---- full queues -----------------------------------------------------------------------------
@@ -440,6 +450,7 @@ async fn a_presence_dropped_on_a_full_queue_is_sent_after_catching_up() {
     };
     assert_eq!(seen, list(&["sup1", "sup2"]));
     assert!(events > 0);
+    server.stop().await;
 }
 
 /// The hub itself: a full queue drops the presence frame and flags the connection.

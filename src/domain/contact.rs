@@ -67,10 +67,8 @@ pub fn apply(s: &mut ContactState, env: &Envelope) {
             added_by: env.actor.id.clone(),
             at: env.at,
         }),
-        Event::SessionLinked { session_id } => {
-            if !s.sessions.contains(session_id) {
-                s.sessions.push(session_id.clone());
-            }
+        Event::SessionLinked { session_id } if !s.sessions.contains(session_id) => {
+            s.sessions.push(session_id.clone())
         }
         Event::SessionUnlinked { session_id } => s.sessions.retain(|x| x != session_id),
         Event::ContactRemoved => {

@@ -138,18 +138,17 @@ pub fn apply(s: &mut SessionState, env: &Envelope) {
                 s.client.email = v.clone();
             }
         }
-        Event::CollaboratorInvited { operator_id } => {
+        Event::CollaboratorInvited { operator_id }
             if !s
                 .collaborators
                 .iter()
-                .any(|c| &c.operator_id == operator_id)
-            {
-                s.collaborators.push(Collaborator {
-                    operator_id: operator_id.clone(),
-                    status: CollaboratorStatus::Invited,
-                    invited_by: actor.clone(),
-                });
-            }
+                .any(|c| &c.operator_id == operator_id) =>
+        {
+            s.collaborators.push(Collaborator {
+                operator_id: operator_id.clone(),
+                status: CollaboratorStatus::Invited,
+                invited_by: actor.clone(),
+            });
         }
         Event::InvitationAccepted { operator_id } => {
             if let Some(c) = s
@@ -206,15 +205,13 @@ pub fn apply(s: &mut SessionState, env: &Envelope) {
         }
         Event::SessionAnonymized => super::anonymize::redact_state(s),
         Event::TagRemoved { tag } => s.tags.retain(|t| &t.tag != tag),
-        Event::NoteAdded { note_id, text } => {
-            if !s.notes.iter().any(|n| &n.note_id == note_id) {
-                s.notes.push(Note {
-                    note_id: note_id.clone(),
-                    author: actor.clone(),
-                    text: text.clone(),
-                    at: env.at,
-                });
-            }
+        Event::NoteAdded { note_id, text } if !s.notes.iter().any(|n| &n.note_id == note_id) => {
+            s.notes.push(Note {
+                note_id: note_id.clone(),
+                author: actor.clone(),
+                text: text.clone(),
+                at: env.at,
+            });
         }
         Event::NoteEdited { note_id, text } => {
             if let Some(n) = s.notes.iter_mut().find(|n| &n.note_id == note_id) {
@@ -568,14 +565,31 @@ fn open_session(
         Owner::Operator { operator_id } => check_operator_id("owner", operator_id, limits)?,
         Owner::Group { group } => check_name("owner", "group", group, limits)?,
     }
-    one(Event::SessionOpened {
+    let mut d = one(Event::SessionOpened {
         channel: channel.to_owned(),
         name: client.name.clone(),
         phone: client.phone.clone(),
         email: client.email.clone(),
         parameters: parameters.clone(),
         owner: owner.clone(),
-    })
+    })?;
+    // A session opened into a group waits there: its known members are told, as on a redirect.
+    if let Owner::Group { group } = owner {
+        for member in ctx.world.group_members(group) {
+            if let Ok(feed) = StreamName::operator(&member) {
+                d.others.push((
+                    feed,
+                    Event::AssignmentReceived {
+                        session_id: ctx.stream.id().to_owned(),
+                        by: ctx.principal.id.clone(),
+                        note: None,
+                        group: Some(group.clone()),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(d)
 }
 
 fn set_client_info(

@@ -604,18 +604,18 @@ impl Conn {
     /// success; refusals are error frames without an id (the frame has none).
     async fn activity(&mut self, stream: StreamName, what: String) -> Result<(), End> {
         match self.check_activity(&stream, &what) {
-            Ok(()) => {
+            None => {
                 self.app
                     .hub
                     .relay(&self.sid(&stream), &self.principal.id, &what);
                 Ok(())
             }
-            Err(f) => self.send(&f).await,
+            Some(f) => self.send(&f).await,
         }
     }
 
-    /// Rate limit, subscription and `what` checks of an activity hint.
-    fn check_activity(&mut self, stream: &StreamName, what: &str) -> Result<(), ServerFrame> {
+    /// Rate limit, subscription and `what` checks of an activity hint; `Some` is the refusal.
+    fn check_activity(&mut self, stream: &StreamName, what: &str) -> Option<ServerFrame> {
         let refuse = |code, message: String, field: &str| {
             error_frame(
                 None,
@@ -631,7 +631,7 @@ impl Conn {
             (tokens + now.duration_since(at).as_secs_f64() * ACTIVITY_PER_SEC).min(ACTIVITY_BURST);
         if tokens < 1.0 {
             self.activity_bucket = (tokens, now);
-            return Err(error_frame(
+            return Some(error_frame(
                 None,
                 ErrorCode::RateLimited,
                 format!(
@@ -643,14 +643,14 @@ impl Conn {
         }
         self.activity_bucket = (tokens - 1.0, now);
         if !self.subs.contains_key(stream) {
-            return Err(refuse(
+            return Some(refuse(
                 ErrorCode::NotFound,
                 format!("not subscribed to {stream}"),
                 "stream",
             ));
         }
         if !crate::hub::keeps_presence(stream) {
-            return Err(refuse(
+            return Some(refuse(
                 ErrorCode::Invalid,
                 format!("activity hints are not relayed on {stream}"),
                 "stream",
@@ -658,23 +658,23 @@ impl Conn {
         }
         let n = what.chars().count();
         if n == 0 {
-            return Err(refuse(ErrorCode::Invalid, "what is empty".into(), "what"));
+            return Some(refuse(ErrorCode::Invalid, "what is empty".into(), "what"));
         }
         if n > ACTIVITY_CHARS {
-            return Err(refuse(
+            return Some(refuse(
                 ErrorCode::TooLarge,
                 format!("what is {n} characters; the limit is {ACTIVITY_CHARS}"),
                 "what",
             ));
         }
         if let Some(c) = what.chars().find(|c| c.is_control()) {
-            return Err(refuse(
+            return Some(refuse(
                 ErrorCode::Invalid,
                 format!("what contains the control character {c:?}"),
                 "what",
             ));
         }
-        Ok(())
+        None
     }
 
     /// Rate limit and command id checks; `Some` is the refusal.

@@ -36,7 +36,7 @@ pub(super) async fn answer(
 async fn contacts(app: &Arc<App>, company: &Arc<str>, _p: &Principal, q: &Query) -> ServerFrame {
     let (text, limit) = match contacts_params(q) {
         Ok(v) => v,
-        Err(f) => return f,
+        Err(e) => return field_error(q.id, e),
     };
     let index = app.contacts.clone();
     let store = app.store.clone();
@@ -145,6 +145,37 @@ async fn tag_suggestions(
 /// Answers from the derived session summaries (see [`crate::derived::sessions`]), never by
 /// replaying streams; the scan is scoped to the token's company.
 async fn sessions(app: &Arc<App>, company: &Arc<str>, p: &Principal, q: &Query) -> ServerFrame {
+    use crate::derived::sessions::SessionSummary as Stored;
+    use copanel_protocol::{CollaboratorStatus, Owner, Role};
+
+    /// Why `p` sees session `s` in its list, or `None` if it does not. The strongest reason
+    /// wins: owner, then joined collaborator, then invitee, then member of the waiting group.
+    fn session_role(s: &Stored, p: &Principal) -> Option<&'static str> {
+        if p.role == Role::Service || p.role.is_supervisor() {
+            return Some("supervisor");
+        }
+        if let Some(Owner::Operator { operator_id }) = &s.owner {
+            if operator_id == &p.id {
+                return Some("owner");
+            }
+        }
+        match s.collaborators.iter().find(|(id, _)| id == &p.id) {
+            Some((_, CollaboratorStatus::Joined)) => return Some("collaborator"),
+            Some((_, CollaboratorStatus::Invited)) => return Some("invited"),
+            None => {}
+        }
+        match &s.owner {
+            Some(Owner::Group { group }) if p.groups.iter().any(|g| g == group) => Some("group"),
+            _ => None,
+        }
+    }
+
+    /// A client-sent status made safe to quote: cut short and debug-escaped.
+    fn shown_status(s: &str) -> String {
+        let cut: String = s.chars().take(32).collect();
+        format!("{cut:?}")
+    }
+
     let status = match q.status.as_deref() {
         None | Some("open") => copanel_protocol::SessionStatus::Open,
         Some("closed") => copanel_protocol::SessionStatus::Closed,
@@ -187,7 +218,7 @@ async fn sessions(app: &Arc<App>, company: &Arc<str>, p: &Principal, q: &Query) 
     let mut out: Vec<copanel_protocol::SessionSummary> = records
         .into_iter()
         .filter_map(|(session_id, bytes)| {
-            let s = crate::derived::sessions::SessionSummary::decode(&bytes)?;
+            let s = Stored::decode(&bytes)?;
             if s.status != status {
                 return None;
             }
@@ -224,8 +255,11 @@ const CONTACTS_DEFAULT_LIMIT: u64 = 20;
 /// Most `query contacts` results.
 const CONTACTS_MAX_LIMIT: u64 = 100;
 
+/// A refused `query` field: (code, field, message).
+type FieldError = (ErrorCode, &'static str, String);
+
 /// An error frame naming a frame field (`q`, `limit`).
-fn field_error(id: Option<u64>, code: ErrorCode, field: &str, message: String) -> ServerFrame {
+fn field_error(id: Option<u64>, (code, field, message): FieldError) -> ServerFrame {
     ServerFrame::Error {
         id,
         code,
@@ -238,20 +272,18 @@ fn field_error(id: Option<u64>, code: ErrorCode, field: &str, message: String) -
 
 /// Checks `q` (required, not blank, at most 256 characters) and `limit` (default 20,
 /// 1..=100).
-fn contacts_params(q: &Query) -> Result<(String, usize), ServerFrame> {
+fn contacts_params(q: &Query) -> Result<(String, usize), FieldError> {
     let text = match q.q.as_deref() {
         Some(t) if !t.trim().is_empty() => t,
         Some(_) => {
-            return Err(field_error(
-                q.id,
+            return Err((
                 ErrorCode::Invalid,
                 "q",
                 "q is blank; give a name, phone fragment, email or identifier".into(),
             ))
         }
         None => {
-            return Err(field_error(
-                q.id,
+            return Err((
                 ErrorCode::Invalid,
                 "q",
                 "query contacts needs q (a name, phone fragment, email or identifier)".into(),
@@ -260,8 +292,7 @@ fn contacts_params(q: &Query) -> Result<(String, usize), ServerFrame> {
     };
     let n = text.chars().count();
     if n > CONTACTS_Q_CHARS {
-        return Err(field_error(
-            q.id,
+        return Err((
             ErrorCode::TooLarge,
             "q",
             format!("q is {n} characters; the limit is {CONTACTS_Q_CHARS}"),
@@ -269,16 +300,14 @@ fn contacts_params(q: &Query) -> Result<(String, usize), ServerFrame> {
     }
     let limit = q.limit.unwrap_or(CONTACTS_DEFAULT_LIMIT);
     if limit == 0 {
-        return Err(field_error(
-            q.id,
+        return Err((
             ErrorCode::Invalid,
             "limit",
             "limit must be at least 1".into(),
         ));
     }
     if limit > CONTACTS_MAX_LIMIT {
-        return Err(field_error(
-            q.id,
+        return Err((
             ErrorCode::TooLarge,
             "limit",
             format!("limit is {limit}; at most {CONTACTS_MAX_LIMIT} contacts are returned"),
@@ -439,39 +468,4 @@ fn suggest(
         .collect();
     mine.truncate(SUGGESTIONS);
     (company, mine)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Session list helpers.
-// ---------------------------------------------------------------------------------------------
-
-/// Why `p` sees session `s` in its list, or `None` if it does not. The strongest reason wins:
-/// owner, then joined collaborator, then invitee, then member of the waiting group.
-fn session_role(
-    s: &crate::derived::sessions::SessionSummary,
-    p: &Principal,
-) -> Option<&'static str> {
-    use copanel_protocol::{CollaboratorStatus, Owner, Role};
-    if p.role == Role::Service || p.role.is_supervisor() {
-        return Some("supervisor");
-    }
-    match &s.owner {
-        Some(Owner::Operator { operator_id }) if operator_id == &p.id => return Some("owner"),
-        _ => {}
-    }
-    match s.collaborators.iter().find(|(id, _)| id == &p.id) {
-        Some((_, CollaboratorStatus::Joined)) => return Some("collaborator"),
-        Some((_, CollaboratorStatus::Invited)) => return Some("invited"),
-        None => {}
-    }
-    match &s.owner {
-        Some(Owner::Group { group }) if p.groups.iter().any(|g| g == group) => Some("group"),
-        _ => None,
-    }
-}
-
-/// A client-sent status made safe to quote: cut short and debug-escaped.
-fn shown_status(s: &str) -> String {
-    let cut: String = s.chars().take(32).collect();
-    format!("{cut:?}")
 }
