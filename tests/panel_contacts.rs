@@ -360,6 +360,7 @@ async fn operators_share_a_contact_across_sessions_live() {
         .command("session/a", "disc", json!({"kind": "disconnect_contact"}))
         .await;
     assert_eq!(error_code(&f), "not_found");
+    server.stop().await;
 }
 
 /// The current session state, read by a supervisor.
@@ -450,6 +451,7 @@ async fn disconnect_keeps_the_contact_and_a_joined_collaborator_may_relink() {
         .command("session/d", "rm", json!({"kind": "remove_contact"}))
         .await;
     assert_eq!(error_code(&f), "closed");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,6 +507,7 @@ async fn query_contacts_checks_its_fields() {
     }
     // The connection goes on.
     op.ping().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,6 +562,7 @@ async fn limit_caps_the_hits_in_order() {
         }
         other => panic!("{other:?}"),
     }
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,13 +157,26 @@ fn log_name(generation: u64) -> String {
 
 /// The sled settings of every generation.
 fn open_sled(path: &Path) -> StoreResult<sled::Db> {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
-        // Group commit flushes explicitly; this only bounds how much `relaxed` mode can lose.
+        // Group commit flushes explicitly; this bounds how long a write sits unflushed when
+        // nothing else flushes it.
         .flush_every_ms(Some(200))
-        .cache_capacity(512 * 1024 * 1024)
-        .open()
-        .map_err(|e| at_path("cannot open the data directory", path, e))
+        .cache_capacity(512 * 1024 * 1024);
+    // sled releases its file lock from a background thread after the last handle drops, so a
+    // reopen in the same process right after a close can find it still held: wait briefly.
+    // Another live process holding it is still reported, after two seconds.
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(e) if tries < 40 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(at_path("cannot open the data directory", path, e)),
+        }
+    }
 }
 
 /// fsyncs a directory, so that a rename or removal in it is durable.
