@@ -365,7 +365,12 @@ fn field_name(path: &str, message: &str) -> Option<String> {
         }
     }
     if message.starts_with("unknown variant") {
-        return Some(join("kind"));
+        // Only the command enum is tagged by `kind`; other enums are plain values.
+        return Some(if base == "command" {
+            join("kind")
+        } else {
+            base
+        });
     }
     if base.is_empty() {
         None
@@ -470,6 +475,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("command.tag"), "{e:?}");
+        let e = json(
+            r#"{"type":"command","stream":"session/a","command_id":"x","command":{"kind":"post_message","from":"robot","text":"hi"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("command.from"), "{e:?}");
         let e = json(r#"{"type":"ping","id":-1}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("id"));
         let e = json(

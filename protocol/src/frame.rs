@@ -195,7 +195,8 @@ pub struct SessionSummary {
     pub owner: Option<crate::command::Owner>,
     /// Client name.
     pub client_name: String,
-    /// Why it is listed: `owner`, `collaborator`, `invited` or `group`.
+    /// Why it is listed: `owner`, `collaborator`, `invited`, `group`, or `supervisor` (for
+    /// supervisors, admins and the platform, who see every session).
     pub role: String,
 }
 
@@ -260,7 +261,9 @@ pub enum ServerFrame {
         command_id: String,
         /// The last seq appended on `stream` by this command (the head when it appended none).
         seq: u64,
-        /// The id of what the command created (`add_note`: the note id).
+        /// The id of what the command created: the note (`add_note`, `redirect` with a note),
+        /// the contact (`add_to_directory`), the rule (`add_autotag_rule`), the template
+        /// (`create_template`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         created: Option<String>,
     },

@@ -144,7 +144,8 @@ pub struct Decision {
     /// Events for other streams (e.g. the invitee's `operator/<id>` feed), appended in the same
     /// atomic batch.
     pub others: Vec<(StreamName, copanel_protocol::Event)>,
-    /// The id of what the command created, returned in the ack (`add_note`: the note id).
+    /// The id of what the command created, returned in the ack (a note, contact, rule or
+    /// template id).
     pub created: Option<String>,
 }
 

@@ -1,10 +1,11 @@
 //! `operator/<id>`: one operator's own feed.
 //!
 //! This module owns who may read a feed ([`can_read`]) and how its events fold into an
-//! [`OperatorState`] ([`apply`]). The feed holds the operator's pending invitations; their
-//! events are written by session commands (see [`super::session`]) in the same atomic append as
-//! the session's own events, so a feed never disagrees with the sessions it mirrors. No client
-//! command targets a feed yet ([`decide`] refuses every one).
+//! [`OperatorState`] ([`apply`]). The feed holds the operator's pending invitations and
+//! assignments, whose events are written by session commands (see [`super::session`]) in the
+//! same atomic append as the session's own events, so a feed never disagrees with the sessions
+//! it mirrors; and its starred templates, the one thing a client changes on its own feed
+//! ([`decide`]: `star_template`, `unstar_template`).
 
 use super::{Ctx, Decision, Principal, Rejection};
 use copanel_protocol::{Assignment, Command, Envelope, Event, Invitation, OperatorState, Role};

@@ -37,7 +37,8 @@ use tokio::sync::{watch, Semaphore};
 pub struct EdgeLimits {
     /// Largest client frame, bytes; larger ones get `too_large` and the connection goes on.
     pub frame_bytes: usize,
-    /// Frames above this many bytes make the WebSocket layer close the connection (1009).
+    /// Frames above this many bytes make the WebSocket layer drop the connection (no close
+    /// status is sent; clients see 1005 or 1006).
     pub hard_frame_bytes: usize,
     /// Subscriptions per connection.
     pub subscriptions: usize,
