@@ -9,6 +9,9 @@
 //! Never: let a panic or an error of one connection reach another or the writer.
 
 mod conn;
+mod console;
+mod http;
+mod prom;
 mod query;
 
 use crate::auth::{Auth, AuthError, Claims};
@@ -237,6 +240,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(healthz))
+        .merge(http::routes())
+        .merge(console::routes())
+        .merge(prom::routes())
         .with_state(app.clone());
 
     let durability = config.durability;
