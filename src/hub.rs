@@ -280,11 +280,15 @@ impl Hub {
         c.head = seq;
         let state = &c.state;
         let stream = &id.stream;
+        let mut deepest = 0;
         inner
             .subs
             .retain_mut(|r| match r.sub.tx.try_send(Outbound::Event(ev.clone())) {
                 Ok(()) => {
                     r.last = seq;
+                    // Queue depth for /metrics: two atomic loads, no lock.
+                    deepest =
+                        deepest.max(r.sub.tx.max_capacity().saturating_sub(r.sub.tx.capacity()));
                     // The event that withdrew access is still delivered (the removed collaborator
                     // sees its removal); nothing after it is.
                     if domain::can_read(stream, state, &r.sub.principal).is_err() {
@@ -300,6 +304,10 @@ impl Hub {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
+        if !inner.subs.is_empty() {
+            crate::metrics::FANOUT_QUEUE_DEPTH.set(deepest as u64);
+            crate::metrics::FANOUT_QUEUE_DEPTH_PEAK.raise(deepest as u64);
+        }
     }
 
     /// Reads the committed state of a stream, if loaded.

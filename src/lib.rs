@@ -13,13 +13,16 @@
 //! - [`hub`]: committed projections and live fan-out with bounded per-connection queues.
 //! - [`server`]: the network edge: HTTP routes, WebSocket upgrade and connections.
 //! - [`auth`]: JWT HS256 tokens and the server secret.
-//! - [`metrics`]: process-wide counters.
+//! - [`metrics`]: process-wide counters, gauges and the ack latency histogram.
+//! - [`config`]: `serve`'s configuration: flags, environment, TOML file, defaults.
 //! - The wire types and codecs are in the `copanel-protocol` crate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod config;
+pub mod demo;
 pub mod derived;
 pub mod domain;
 pub mod hub;
@@ -27,4 +30,5 @@ pub mod metrics;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 pub mod writer;

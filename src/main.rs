@@ -1,9 +1,9 @@
-//! The `copanel` command: `serve` (the default) and `token`.
+//! The `copanel` command: `serve` (the default), `token` and `demo`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use copanel::auth::{self, Auth, Claims};
-use copanel::server::{self, Config};
-use copanel::writer::Durability;
+use copanel::config::{self, DurabilityMode, LogFormat, Overrides};
+use copanel::server;
 use copanel_protocol::Role;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,53 +26,43 @@ enum Cmd {
     Serve(ServeArgs),
     /// Print a signed token for an operator, supervisor, admin or service.
     Token(TokenArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DurabilityArg {
-    /// Ack after the batch is flushed to disk.
-    Sync,
-    /// Ack before the flush (events still published after it): lower latency, may lose the last acks on a crash.
-    Relaxed,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+    /// Run a demo server: company `demo` with a seeded session; prints console links.
+    Demo(DemoArgs),
 }
 
 #[derive(clap::Args)]
-struct ServeArgs {
+struct DemoArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7700", env = "COPANEL_LISTEN")]
+    #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
-    /// Data directory (created if missing).
-    #[arg(long, default_value = "./copanel-data", env = "COPANEL_DATA")]
-    data: PathBuf,
-    /// When commands are acknowledged.
-    #[arg(long, value_enum, default_value = "sync", env = "COPANEL_DURABILITY")]
-    durability: DurabilityArg,
+    /// Data directory (default: a fresh temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// `serve`'s flags. Each is optional here so that the merge in [`copanel::config`] can tell a
+/// flag or variable that was given from a default: flag > environment > `--config` file >
+/// default.
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML configuration file: the keys below plus a `[limits]` table (see README).
+    #[arg(long, env = "COPANEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "COPANEL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory, created if missing [default: ./copanel-data].
+    #[arg(long, env = "COPANEL_DATA")]
+    data: Option<PathBuf>,
+    /// When commands are acknowledged [default: sync].
+    #[arg(long, value_enum, env = "COPANEL_DURABILITY")]
+    durability: Option<DurabilityMode>,
     /// Token secret (HS256). Default: DATA/secret, generated on first start.
     #[arg(long, env = "COPANEL_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "COPANEL_LOG_FORMAT")]
-    log_format: LogFormat,
-}
-
-impl Default for ServeArgs {
-    fn default() -> Self {
-        ServeArgs {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
-            data: PathBuf::from("./copanel-data"),
-            durability: DurabilityArg::Sync,
-            secret: std::env::var("COPANEL_SECRET").ok(),
-            log_format: LogFormat::Text,
-        }
-    }
+    /// Log format [default: text].
+    #[arg(long, value_enum, env = "COPANEL_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -109,6 +99,9 @@ struct TokenArgs {
     /// Token secret, as given to `serve`.
     #[arg(long, env = "COPANEL_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Also print the console link for this server (`http://127.0.0.1:7700`).
+    #[arg(long)]
+    url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +116,32 @@ fn main() -> ExitCode {
     match command {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
+        Cmd::Demo(args) => demo(args),
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    init_logs(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("copanel: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(copanel::demo::run(
+        args.listen,
+        args.data,
+        shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("copanel: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -142,7 +161,23 @@ fn init_logs(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logs(args.log_format);
+    let over = Overrides {
+        listen: args.listen,
+        data: args.data,
+        durability: args.durability,
+        secret: args.secret,
+        log_format: args.log_format,
+    };
+    // Before the logs exist (the file may choose their format): errors go to stderr.
+    let settings = match config::load(over, args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("copanel: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(settings.log_format);
+    let config = settings.server;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,23 +189,31 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut config = Config::new(args.listen, args.data.clone());
-        config.durability = match args.durability {
-            DurabilityArg::Sync => Durability::Sync,
-            DurabilityArg::Relaxed => Durability::Relaxed,
-        };
-        config.secret = args.secret;
+        let data = config.data.clone();
+        let durability = config.durability;
+        let edge = config.edge.clone();
         let running = match server::start(config).await {
             Ok(r) => r,
             Err(e) => {
+                tracing::error!(error = %e, "cannot start");
                 eprintln!("copanel: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        tracing::info!(
+            listen = %running.addr,
+            data = %data.display(),
+            ?durability,
+            epoch = %running.epoch,
+            config = ?args.config,
+            connections = edge.connections,
+            subscriptions = edge.subscriptions,
+            "started"
+        );
         println!(
             "copanel listening on ws://{}/ws (data {}, epoch {})",
             running.addr,
-            args.data.display(),
+            data.display(),
             running.epoch
         );
         let stop = running.stopper();
@@ -180,6 +223,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             let _ = stop.send(true);
         });
         running.wait().await;
+        tracing::info!("shut down");
         ExitCode::SUCCESS
     })
 }
@@ -247,5 +291,8 @@ fn token(args: TokenArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("{token}");
+    if let Some(url) = args.url {
+        println!("{}/?token={token}", url.trim_end_matches('/'));
+    }
     ExitCode::SUCCESS
 }

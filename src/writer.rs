@@ -163,6 +163,8 @@ struct Writer {
     derived: Derived,
     /// Company → operator → groups, loaded from the store on first use per company.
     roster: HashMap<Arc<str>, BTreeMap<String, Vec<String>>>,
+    /// The webhook outbox: one record per committed event, in the same batch.
+    outbox: crate::webhooks::Outbox,
 }
 
 /// What `decide` sees of other streams: the writer's cache (everything `needs` named is loaded)
@@ -201,6 +203,20 @@ pub fn spawn(
     limits: Limits,
     queue: usize,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let outbox = crate::webhooks::Outbox::new();
+    spawn_with_outbox(store, hub, contacts, durability, limits, queue, outbox)
+}
+
+/// [`spawn`], with the webhook outbox the dispatchers watch (see [`crate::webhooks`]).
+pub fn spawn_with_outbox(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    contacts: Arc<ContactIndex>,
+    durability: Durability,
+    limits: Limits,
+    queue: usize,
+    outbox: crate::webhooks::Outbox,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue);
     let writer = Writer {
         store,
@@ -211,6 +227,7 @@ pub fn spawn(
         cache: HashMap::new(),
         derived: Derived::default(),
         roster: HashMap::new(),
+        outbox,
     };
     let task = tokio::spawn(writer.run(rx));
     (WriterHandle { tx }, task)
@@ -325,6 +342,14 @@ impl Writer {
         }
 
         let redactions = note_redactions(&mut batch);
+        // Webhook outbox records, in the same atomic write as their events.
+        let outboxed = match self.outbox.stage(self.store.as_ref(), &mut batch) {
+            Ok(o) => o,
+            Err(e) => {
+                self.failed(&e, &batch, &touched, pending, loads);
+                return;
+            }
+        };
         if !batch.is_empty() {
             if let Err(e) = self.store.append(&batch) {
                 self.failed(&e, &batch, &touched, pending, loads);
@@ -356,6 +381,8 @@ impl Writer {
             let id = StreamId::new(company, env.stream.clone());
             self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
         }
+        // Durable: the webhook dispatchers may deliver up to here.
+        self.outbox.committed(outboxed);
         self.ack(pending);
         self.answer_loads(loads);
     }
@@ -385,6 +412,7 @@ impl Writer {
         }
         self.derived.clear();
         self.roster.clear();
+        self.outbox.reset();
         for p in pending {
             metrics::COMMANDS_REFUSED.inc();
             let _ = p.reply.send(Err(CommandError::Unavailable(format!(

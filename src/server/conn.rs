@@ -104,7 +104,7 @@ pub(super) async fn run(
         name: claims.name.clone(),
         activity_bucket: (ACTIVITY_BURST, Instant::now()),
     };
-    tracing::debug!(conn = id, operator = %claims.sub, company = %claims.company, ?enc, "connected");
+    tracing::info!(conn = id, operator = %claims.sub, company = %claims.company, role = ?claims.role, ?enc, "connection opened");
     if claims.role != copanel_protocol::Role::Service {
         // The roster is how a redirect to a group reaches the group's members.
         app.writer.roster(
@@ -114,6 +114,10 @@ pub(super) async fn run(
         );
     }
     let end = conn.serve(stream, events_rx, claims.exp).await;
+    let why = match &end {
+        End::Gone => "client gone",
+        End::Close(_, reason) => reason,
+    };
     if let End::Close(code, reason) = end {
         let _ = conn
             .sink
@@ -131,7 +135,7 @@ pub(super) async fn run(
         // at the idle timeout for a peer that died silently).
         app.hub.leave(&sid, id);
     }
-    tracing::debug!(conn = id, "disconnected");
+    tracing::info!(conn = id, operator = %claims.sub, company = %claims.company, reason = why, "connection closed");
     crate::metrics::CONNECTIONS_CLOSED.inc();
     app.live.fetch_sub(1, Ordering::SeqCst);
 }
@@ -153,7 +157,7 @@ fn error_frame(
     }
 }
 
-fn store_error(id: Option<u64>, stream: &StreamName, e: StoreError) -> ServerFrame {
+pub(super) fn store_error(id: Option<u64>, stream: &StreamName, e: StoreError) -> ServerFrame {
     match e {
         StoreError::Backend(m) => {
             tracing::warn!(%stream, error = %m, "store unavailable");
@@ -537,11 +541,16 @@ impl Conn {
                 command,
             } => {
                 if let Some(f) = self.check_command(id, &stream, &command_id) {
+                    crate::metrics::COMMANDS_REFUSED.inc();
+                    if let ServerFrame::Error { code, message, .. } = &f {
+                        tracing::debug!(conn = self.id, %stream, ?code, %message, "command refused at the edge");
+                    }
                     replies.push_back(Box::pin(async move { f }));
                     return Ok(());
                 }
                 let (tx, rx) = oneshot::channel();
                 let kind = command.kind();
+                let submitted = Instant::now();
                 self.app
                     .writer
                     .submit(CommandRequest {
@@ -559,6 +568,9 @@ impl Conn {
                     let res = rx.await.unwrap_or_else(|_| {
                         Err(CommandError::Unavailable("the writer stopped".into()))
                     });
+                    if res.is_ok() {
+                        crate::metrics::ACK_LATENCY.observe(submitted.elapsed());
+                    }
                     command_reply(conn, id, stream, command_id, kind, res)
                 }));
                 Ok(())
@@ -960,7 +972,7 @@ fn unreachable_behind() {
     tracing::error!("hub answered Behind to a snapshot subscription");
 }
 
-fn command_reply(
+pub(super) fn command_reply(
     conn: u64,
     id: Option<u64>,
     stream: StreamName,

@@ -94,6 +94,8 @@ pub struct Config {
     pub limits: Limits,
     /// Edge limits.
     pub edge: EdgeLimits,
+    /// Webhook delivery settings (backoff, polling, timeouts).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Config {
@@ -106,6 +108,7 @@ impl Config {
             secret: None,
             limits: Limits::default(),
             edge: EdgeLimits::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -141,6 +144,8 @@ pub(crate) struct App {
     /// The contact search index, kept current by the writer.
     pub(crate) contacts: Arc<ContactIndex>,
     pub(crate) writer: WriterHandle,
+    /// The webhook registrations and delivery tasks.
+    pub(crate) webhooks: Arc<crate::webhooks::Webhooks>,
     pub(crate) auth: Auth,
     pub(crate) edge: EdgeLimits,
     /// Connection ids, for hub registrations.
@@ -163,25 +168,63 @@ pub struct Running {
     pub auth: Auth,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// A handle on the writer, for [`Running::command`] (the demo's seeding).
+    writer: WriterHandle,
 }
 
 impl Running {
     /// Stops accepting, closes every connection with 1001, lets the writer drain and flush, and
     /// returns when all of that is done.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        // The writer stops only once every handle is gone, this one included.
+        let Running {
+            stop, task, writer, ..
+        } = self;
+        drop(writer);
+        let _ = stop.send(true);
+        let _ = task.await;
     }
 
     /// Waits until the server stops (after [`Running::shutdown`] from elsewhere, or a signal
     /// when started with one).
     pub async fn wait(self) {
-        let _ = self.task.await;
+        let Running { task, writer, .. } = self;
+        drop(writer);
+        let _ = task.await;
     }
 
     /// A sender that triggers shutdown; for signal handlers.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+
+    /// Submits a command as `principal` of `company` straight to the writer (no connection, no
+    /// rate limit; the domain's rules still apply). For in-process callers such as `copanel demo`.
+    pub async fn command(
+        &self,
+        company: &str,
+        principal: crate::domain::Principal,
+        stream: copanel_protocol::StreamName,
+        command_id: &str,
+        command: copanel_protocol::Command,
+    ) -> Result<crate::store::CommandOutcome, writer::CommandError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .submit(writer::CommandRequest {
+                company: Arc::from(company),
+                principal,
+                stream,
+                command_id: command_id.to_owned(),
+                expected_seq: None,
+                command,
+                reply,
+            })
+            .await;
+        rx.await.unwrap_or_else(|_| {
+            Err(writer::CommandError::Unavailable(
+                "the writer stopped".into(),
+            ))
+        })
     }
 }
 
@@ -206,13 +249,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let epoch = store.epoch().to_owned();
     let hub = Arc::new(Hub::new());
     let contacts = Arc::new(ContactIndex::new());
-    let (writer, writer_task) = writer::spawn(
+    let outbox = crate::webhooks::Outbox::new();
+    let webhooks =
+        crate::webhooks::Webhooks::start(store.clone(), outbox.shared(), config.webhooks.clone())?;
+    let (writer, writer_task) = writer::spawn_with_outbox(
         store.clone(),
         hub.clone(),
         contacts.clone(),
         config.durability,
         config.limits.clone(),
         4096,
+        outbox,
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -225,11 +272,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         err,
     })?;
     let (stop, stop_rx) = watch::channel(false);
+    let running_writer = writer.clone();
     let app = Arc::new(App {
         store,
         hub: hub.clone(),
         contacts,
         writer,
+        webhooks: webhooks.clone(),
         auth: auth.clone(),
         edge: config.edge.clone(),
         next_conn: AtomicU64::new(1),
@@ -241,6 +290,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(healthz))
         .merge(http::routes())
+        .merge(crate::webhooks::routes())
         .merge(console::routes())
         .merge(prom::routes())
         .with_state(app.clone());
@@ -272,8 +322,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = upkeep.await;
+        // Webhook deliveries stop (positions flushed) before the writer's last flush.
+        webhooks.shutdown().await;
+        let store = app.store.clone();
         drop(app); // the last writer handle: the writer drains, flushes and stops
-        let _ = writer_task.await;
+                   // An idle keep-alive HTTP connection can hold a clone of the state (and so a writer
+                   // handle) past shutdown; every batch is already flushed, so after a grace period flush
+                   // once more and stop without it.
+        if tokio::time::timeout(Duration::from_secs(5), writer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("writer still referenced after shutdown; flushing and stopping");
+            if let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "final flush failed");
+            }
+        }
         tracing::info!("stopped");
     });
     tracing::info!(%addr, ?durability, %epoch, "copanel listening");
@@ -283,6 +347,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         auth,
         stop,
         task,
+        writer: running_writer,
     })
 }
 

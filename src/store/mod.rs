@@ -92,6 +92,15 @@ pub enum IndexKind {
     /// `session_anonymized` event, deleted once the redaction is done; the writer finishes
     /// what it finds here at start.
     Redactions,
+    /// Webhook outbox (see [`crate::webhooks`]): per company, the commit order of its events,
+    /// `oseq` (20 decimal digits, so key order is numeric order) → the event's stream and seq.
+    /// Written by the writer in the same atomic batch as the events.
+    Outbox,
+    /// Store-wide (company `""`): `<company>/<webhook id>` → a webhook registration (JSON).
+    Webhooks,
+    /// Store-wide (company `""`): `<company>/<webhook id>` → the last outbox `oseq` delivered to
+    /// that webhook (u64 big-endian).
+    WebhookPositions,
 }
 
 impl IndexKind {
@@ -103,6 +112,9 @@ impl IndexKind {
             IndexKind::RecentTags => b'r',
             IndexKind::Sessions => b's',
             IndexKind::Redactions => b'a',
+            IndexKind::Outbox => b'o',
+            IndexKind::Webhooks => b'w',
+            IndexKind::WebhookPositions => b'p',
         }
     }
 }
@@ -174,6 +186,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// One derived record.
     fn index_get(&self, company: &str, kind: IndexKind, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Up to `limit` records of one derived index of a company whose keys sort after `after`
+    /// (all of them if `None`), in key order. The default filters [`Store::index_scan`].
+    fn index_after(
+        &self,
+        company: &str,
+        kind: IndexKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .index_scan(company, kind)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect())
+    }
+
+    /// The record of one derived index of a company with the greatest key. The default scans.
+    fn index_last(&self, company: &str, kind: IndexKind) -> StoreResult<Option<(String, Vec<u8>)>> {
+        Ok(self.index_scan(company, kind)?.pop())
+    }
 
     /// Rewrites events `1..=upto` of stream `id` with `f` applied, so that what `f` removes is
     /// gone *from disk*, not only from later reads (anonymisation). Everything else, and every

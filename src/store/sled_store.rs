@@ -505,6 +505,48 @@ impl Store for SledStore {
         Ok(self.db().get(k).map_err(backend)?.map(|v| v.to_vec()))
     }
 
+    fn index_after(
+        &self,
+        company: &str,
+        kind: IndexKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let prefix = index_prefix(company, kind);
+        let mut start = prefix.clone();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0); // the first key after `a`
+        }
+        let mut out = Vec::new();
+        for item in self.db().range(start..) {
+            let (k, v) = item.map_err(backend)?;
+            let Some(key) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push((String::from_utf8_lossy(key).into_owned(), v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn index_last(&self, company: &str, kind: IndexKind) -> StoreResult<Option<(String, Vec<u8>)>> {
+        let prefix = index_prefix(company, kind);
+        match self.db().scan_prefix(&prefix).next_back() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item.map_err(backend)?;
+                let key = k.get(prefix.len()..).unwrap_or_default();
+                Ok(Some((
+                    String::from_utf8_lossy(key).into_owned(),
+                    v.to_vec(),
+                )))
+            }
+        }
+    }
+
     fn company_streams(&self, company: &str, prefix: &str) -> StoreResult<Vec<(StreamId, u64)>> {
         let mut start = vec![EVENT];
         start.extend_from_slice(company.as_bytes());

@@ -1,0 +1,127 @@
+//! Operations: `/metrics` over real HTTP, the config file (parse + merge, and the real binary).
+mod support;
+
+use copanel::config::{self, Overrides};
+use copanel_protocol::Role;
+use std::path::Path;
+use support::*;
+
+#[tokio::test]
+async fn metrics_reflect_commands_and_parse() {
+    let server = TestServer::start().await;
+    let mut c = server.client("platform", Role::Service).await;
+    for i in 0..3 {
+        let f = c
+            .command(
+                &format!("session/m{i}"),
+                &format!("open-m{i}"),
+                open_session("op1"),
+            )
+            .await;
+        ack_seq(&f);
+    }
+    let (status, body) = server.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    let mut acked = None;
+    let mut count = None;
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        assert!(name.starts_with("copanel_"), "{line}");
+        let v: f64 = value.parse().expect("numeric value");
+        if name == "copanel_commands_acked_total" {
+            acked = Some(v);
+        }
+        if name == "copanel_ack_latency_seconds_count" {
+            count = Some(v);
+        }
+    }
+    let (acked, count) = (acked.expect("acked"), count.expect("count"));
+    assert!(acked >= 3.0, "{body}");
+    assert_eq!(acked, count, "histogram count equals acked commands");
+    assert!(body.contains("copanel_connections 1"), "{body}");
+    assert!(body.contains("# TYPE copanel_ack_latency_seconds histogram"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn config_file_limits_take_effect() {
+    let file = config::parse(
+        "[limits]\nsubscriptions = 1\nnote_chars = 10\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let s = config::merge(Overrides::default(), file).unwrap();
+    assert_eq!(s.server.edge.subscriptions, 1);
+    assert_eq!(s.server.limits.note_chars, 10);
+    let err = config::parse(
+        "listen = \"127.0.0.1:1\"\n[limits]\nsubscriptionz = 1\n",
+        Path::new("bad.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("subscriptionz") && err.contains("bad.toml") && err.contains("line 3"),
+        "{err}"
+    );
+    let edge = s.server.edge.clone();
+    let server = TestServer::start_with(|c| c.edge = edge).await;
+    opened(&server, "a", "op1").await;
+    opened(&server, "b", "op1").await;
+    let mut c = server.client("op1", Role::Operator).await;
+    assert!(matches!(
+        c.subscribe("session/a", None).await,
+        copanel_protocol::ServerFrame::Subscribed { .. }
+    ));
+    assert_eq!(
+        error_code(&c.subscribe("session/b", None).await),
+        "too_large"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn binary_runs_with_config_file_and_refuses_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("copanel.toml");
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nsecret = \"s3cret-s3cret-s3cret\"\n[limits]\nsubscriptions = 2\n", dir.path().join("data").display())).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    child.kill().await.unwrap();
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nframe_bytez = 1\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("frame_bytez") && err.contains("bad.toml"),
+        "{err}"
+    );
+}

@@ -1,0 +1,257 @@
+//! Webhooks: registered endpoints receive full, signed change events in order, retried until
+//! acknowledged, with the delivery position surviving a restart. A real receiver on 127.0.0.1.
+mod support;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use copanel_protocol::Role;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+const SECRET: &str = "a-webhook-secret-of-some-length";
+
+#[derive(Default)]
+struct Receiver {
+    /// (delivery id, body) of every acknowledged delivery, in arrival order.
+    got: Mutex<Vec<(String, Value)>>,
+    /// Attempts answered 500 before the receiver starts acknowledging.
+    fail_first: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let n = r.attempts.fetch_add(1, Ordering::SeqCst);
+    if n < r.fail_first.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let sig = headers["x-copanel-signature"].to_str().unwrap().to_owned();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(sig, format!("sha256={hex}"), "valid HMAC");
+    let delivery = headers["x-copanel-delivery"].to_str().unwrap().to_owned();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    r.got.lock().unwrap().push((delivery, v));
+    StatusCode::OK
+}
+
+async fn receiver(fail_first: usize) -> (String, Arc<Receiver>) {
+    let r = Arc::new(Receiver::default());
+    r.fail_first.store(fail_first, Ordering::SeqCst);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, r)
+}
+
+async fn post(server: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::post(format!("http://{}/api/v1/webhooks", server.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("connection", "close")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn fast(c: &mut copanel::server::Config) {
+    c.webhooks.backoff_min = Duration::from_millis(10);
+    c.webhooks.backoff_max = Duration::from_millis(80);
+    c.webhooks.poll_interval = Duration::from_millis(100);
+}
+
+async fn register(server: &TestServer, url: &str, kinds: Value) -> String {
+    let token = server.token("platform", Role::Service);
+    let (status, body) = post(
+        server,
+        &token,
+        json!({"url": url, "kinds": kinds, "secret": SECRET}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["webhook_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the receiver holds `n` deliveries (panics after 5 s).
+async fn wait_for(r: &Receiver, stream: &str, n: usize) -> Vec<(String, Value)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = r.got.lock().unwrap().clone();
+        if seqs_of(&got, stream).len() >= n {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} deliveries",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The seqs delivered for `stream`, in arrival order (other streams' events interleave).
+fn seqs_of(got: &[(String, Value)], stream: &str) -> Vec<u64> {
+    got.iter()
+        .filter(|(_, e)| e["stream"] == stream)
+        .map(|(_, e)| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// No delivery id was acknowledged twice.
+fn assert_unique(got: &[(String, Value)]) {
+    let mut ids: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a delivery was sent twice: {got:?}");
+}
+
+async fn tag(c: &mut support::Client, s: &str, id: &str, t: &str) {
+    let f = c.command(s, id, json!({"kind": "add_tag", "tag": t})).await;
+    assert!(format!("{f:?}").contains("Ack"), "{f:?}");
+}
+
+#[tokio::test]
+async fn full_signed_events_in_order_only_requested_kinds() {
+    let server = TestServer::start_with(fast).await;
+    let (url, rx) = receiver(0).await;
+    let (all_url, all) = receiver(0).await;
+    register(&server, &url, json!(["tag_added"])).await;
+    register(&server, &all_url, json!([])).await;
+    opened(&server, "s1", "alice").await;
+    let mut alice = server.client("alice", Role::Operator).await;
+    for i in 0..5 {
+        tag(
+            &mut alice,
+            "session/s1",
+            &format!("t{i}"),
+            &format!("tag{i}"),
+        )
+        .await;
+    }
+    let got = wait_for(&rx, "session/s1", 5).await;
+    for (i, (_, env)) in got.iter().enumerate() {
+        assert_eq!(env["stream"], "session/s1");
+        assert_eq!(env["seq"], i as u64 + 2, "stream order");
+        assert_eq!(env["event"]["kind"], "tag_added");
+        assert_eq!(env["event"]["tag"], format!("tag{i}"));
+        assert_eq!(env["command_id"], format!("t{i}"));
+        assert!(
+            env["at"].as_u64().unwrap() > 0 && env["actor"].is_object(),
+            "{env}"
+        );
+    }
+    let every = wait_for(&all, "session/s1", 6).await;
+    let first = every
+        .iter()
+        .find(|(_, e)| e["stream"] == "session/s1")
+        .unwrap();
+    assert_eq!(first.1["event"]["kind"], "session_opened");
+    assert_eq!(seqs_of(&every, "session/s1"), (1..=6).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), 5, "nothing else delivered");
+
+    // Bad registrations.
+    let token = server.token("platform", Role::Service);
+    let (s, b) = post(
+        &server,
+        &token,
+        json!({"url": "https://x/y", "secret": SECRET}),
+    )
+    .await;
+    assert_eq!((s, b["field"].as_str()), (400, Some("url")), "{b}");
+    let (s, b) = post(
+        &server,
+        &token,
+        json!({"url": url, "kinds": ["nope"], "secret": SECRET}),
+    )
+    .await;
+    assert_eq!((s, b["field"].as_str()), (400, Some("kinds")), "{b}");
+    let op = server.token("bob", Role::Operator);
+    let (s, _) = post(&server, &op, json!({"url": url, "secret": SECRET})).await;
+    assert_eq!(s, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failing_receiver_gets_everything_once_in_order() {
+    let server = TestServer::start_with(fast).await;
+    let (url, rx) = receiver(4).await;
+    register(&server, &url, json!([])).await;
+    opened(&server, "s2", "alice").await;
+    let mut alice = server.client("alice", Role::Operator).await;
+    for i in 0..3 {
+        tag(&mut alice, "session/s2", &format!("t{i}"), &format!("x{i}")).await;
+    }
+    let got = wait_for(&rx, "session/s2", 4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got2 = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), got2.len());
+    assert_eq!(
+        seqs_of(&got2, "session/s2"),
+        vec![1, 2, 3, 4],
+        "each once, in order"
+    );
+    assert_unique(&got2);
+    assert!(
+        rx.attempts.load(Ordering::SeqCst) >= 8,
+        "retried after failures"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn restart_delivers_pending_without_resending() {
+    let server = TestServer::start_with(fast).await;
+    let (url, rx) = receiver(0).await;
+    register(&server, &url, json!([])).await;
+    opened(&server, "s3", "alice").await;
+    wait_for(&rx, "session/s3", 1).await;
+    // The receiver now refuses everything: the next events stay pending across the restart.
+    rx.fail_first.store(usize::MAX, Ordering::SeqCst);
+    let mut alice = server.client("alice", Role::Operator).await;
+    for i in 0..3 {
+        tag(&mut alice, "session/s3", &format!("t{i}"), &format!("y{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(alice);
+    let dir = server.stop().await;
+    assert_eq!(seqs_of(&rx.got.lock().unwrap(), "session/s3"), vec![1]);
+    rx.fail_first.store(0, Ordering::SeqCst);
+    let server = TestServer::start_in(dir, fast).await;
+    let got = wait_for(&rx, "session/s3", 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = rx.got.lock().unwrap().clone();
+    assert_unique(&all);
+    let seqs = seqs_of(&all, "session/s3");
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3, 4],
+        "pending delivered once, delivered not re-sent: {got:?}"
+    );
+    server.stop().await;
+}
