@@ -6,7 +6,7 @@ use copanel_protocol::Role;
 use std::path::Path;
 use support::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reflect_commands_and_parse() {
     let server = TestServer::start().await;
     let mut c = server.client("platform", Role::Service).await;
@@ -20,25 +20,19 @@ async fn metrics_reflect_commands_and_parse() {
             .await;
         ack_seq(&f);
     }
-    let (status, body) = server.http_get("/metrics").await;
-    assert_eq!(status, 200);
-    let mut acked = None;
-    let mut count = None;
-    for line in body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (name, value) = line.rsplit_once(' ').expect("name value");
-        assert!(name.starts_with("copanel_"), "{line}");
-        let v: f64 = value.parse().expect("numeric value");
-        if name == "copanel_commands_acked_total" {
-            acked = Some(v);
+    // Other tests in this binary ack commands too (the counters are process-wide): retry until
+    // a scrape falls between two of their commands.
+    let mut tries = 0;
+    let (body, acked, count) = loop {
+        tries += 1;
+        let (status, body) = server.http_get("/metrics").await;
+        assert_eq!(status, 200);
+        let (acked, count) = scrape(&body);
+        if acked == count || tries == 20 {
+            break (body, acked, count);
         }
-        if name == "copanel_ack_latency_seconds_count" {
-            count = Some(v);
-        }
-    }
-    let (acked, count) = (acked.expect("acked"), count.expect("count"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(acked >= 3.0, "{body}");
     assert_eq!(acked, count, "histogram count equals acked commands");
     assert!(body.contains("copanel_connections 1"), "{body}");
@@ -46,7 +40,7 @@ async fn metrics_reflect_commands_and_parse() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_limits_take_effect() {
     let file = config::parse(
         "[limits]\nsubscriptions = 1\nnote_chars = 10\n",
@@ -82,7 +76,7 @@ async fn config_file_limits_take_effect() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_runs_with_config_file_and_refuses_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -124,4 +118,25 @@ async fn binary_runs_with_config_file_and_refuses_unknown_key() {
         err.contains("frame_bytez") && err.contains("bad.toml"),
         "{err}"
     );
+}
+
+/// Checks every sample line is `name{labels} value`; returns (acked total, histogram count).
+fn scrape(body: &str) -> (f64, f64) {
+    let mut acked = None;
+    let mut count = None;
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        assert!(name.starts_with("copanel_"), "{line}");
+        let v: f64 = value.parse().expect("numeric value");
+        if name == "copanel_commands_acked_total" {
+            acked = Some(v);
+        }
+        if name == "copanel_ack_latency_seconds_count" {
+            count = Some(v);
+        }
+    }
+    (acked.expect("acked"), count.expect("count"))
 }
