@@ -291,7 +291,9 @@ impl Hub {
                         deepest.max(r.sub.tx.max_capacity().saturating_sub(r.sub.tx.capacity()));
                     // The event that withdrew access is still delivered (the removed collaborator
                     // sees its removal); nothing after it is.
-                    if domain::can_read(stream, state, &r.sub.principal).is_err() {
+                    if domain::may_revoke(&ev.env.event, &r.sub.principal.id)
+                        && domain::can_read(stream, state, &r.sub.principal).is_err()
+                    {
                         r.sub.lag.revoke(id.clone());
                         return false;
                     }

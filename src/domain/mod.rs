@@ -295,6 +295,22 @@ pub fn apply(state: &mut StreamState, env: &Envelope) {
     }
 }
 
+/// Whether `event` can take read access away from `reader` (it left or was removed, its
+/// invitation ended, the session changed hands, the contact was removed). Only after such an
+/// event does a live or catching-up subscriber need its access checked again; every other
+/// event leaves `can_read` as it was.
+pub fn may_revoke(event: &copanel_protocol::Event, reader: &str) -> bool {
+    use copanel_protocol::Event as E;
+    match event {
+        E::CollaboratorRemoved { operator_id }
+        | E::CollaboratorLeft { operator_id }
+        | E::InvitationDeclined { operator_id }
+        | E::InvitationCancelled { operator_id } => operator_id == reader,
+        E::SessionRedirected { .. } | E::SessionClaimed { .. } | E::ContactRemoved => true,
+        _ => false,
+    }
+}
+
 /// Whether `who` may read `stream` whose current state is `state`. `Err` carries the refusal
 /// (`not_found` for a session that does not exist, `forbidden` otherwise).
 pub fn can_read(

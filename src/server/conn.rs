@@ -442,7 +442,7 @@ impl Conn {
                     self.sink.feed(msg).await.map_err(|_| End::Gone)?;
                     // An event that may have withdrawn this reader's access is the last one
                     // it gets, unless the stream as it stands now still lets it read.
-                    if may_revoke(&env.event, &self.principal.id) {
+                    if domain::may_revoke(&env.event, &self.principal.id) {
                         let still = self.app.hub.read(sid, |c| {
                             domain::can_read(&sid.stream, &c.state, &self.principal).is_ok()
                         });
@@ -951,20 +951,6 @@ fn withdrawn(stream: &StreamName) -> ServerFrame {
         None,
         Some(stream.clone()),
     )
-}
-
-/// Whether `event` can take read access away from `me` (it left, was removed, its invitation
-/// ended, or the session changed hands).
-fn may_revoke(event: &copanel_protocol::Event, me: &str) -> bool {
-    use copanel_protocol::Event as E;
-    match event {
-        E::CollaboratorRemoved { operator_id }
-        | E::CollaboratorLeft { operator_id }
-        | E::InvitationDeclined { operator_id }
-        | E::InvitationCancelled { operator_id } => operator_id == me,
-        E::SessionRedirected { .. } | E::SessionClaimed { .. } | E::ContactRemoved => true,
-        _ => false,
-    }
 }
 
 /// `register_at` with `last = None` never answers `Behind`.
