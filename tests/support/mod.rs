@@ -378,7 +378,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("HTTP answer in time")
 }
 
-fn dechunk(mut s: &str) -> String {
+/// Joins the chunks of a `Transfer-Encoding: chunked` body.
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
