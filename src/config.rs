@@ -93,6 +93,10 @@ pub struct FileLimits {
     pub ping_interval_secs: Option<u64>,
     /// Seconds of client silence before the connection is closed.
     pub idle_timeout_secs: Option<u64>,
+    /// Sustained HTTP API requests per second per token subject.
+    pub http_requests_per_sec: Option<f64>,
+    /// HTTP API request burst per token subject.
+    pub http_burst: Option<f64>,
     /// Client name, email, phone: characters.
     pub client_field_chars: Option<usize>,
     /// Tag name: characters.
@@ -260,6 +264,8 @@ fn limits(f: &FileLimits) -> Result<(EdgeLimits, Limits), ConfigError> {
         history_page,
         connections,
         outbound_queue,
+        http_requests_per_sec,
+        http_burst,
     );
     if let Some(s) = f.ping_interval_secs {
         edge.ping_interval = Duration::from_secs(positive("ping_interval_secs", Some(s), 0)?);
@@ -281,6 +287,17 @@ fn limits(f: &FileLimits) -> Result<(EdgeLimits, Limits), ConfigError> {
             key: "commands_per_sec",
             message: "must be a finite number".into(),
         });
+    }
+    for (key, v) in [
+        ("http_requests_per_sec", edge.http_requests_per_sec),
+        ("http_burst", edge.http_burst),
+    ] {
+        if !v.is_finite() || (key == "http_burst" && v < 1.0) {
+            return Err(ConfigError::Invalid {
+                key,
+                message: "must be a finite number (a burst of at least 1)".into(),
+            });
+        }
     }
     if !edge.command_burst.is_finite() || edge.command_burst < 1.0 {
         return Err(ConfigError::Invalid {

@@ -794,6 +794,9 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<String, Box<Response>> {
             "webhooks are managed with a service or admin token".into(),
         )));
     }
+    app.http_limiter
+        .check(&claims)
+        .map_err(|e| Box::new(e.into_response()))?;
     Ok(claims.company)
 }
 

@@ -676,6 +676,9 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/catalog/autotag-rules", "post"),
         ("/api/v1/catalog/templates", "post"),
         ("/api/v1/contacts", "get"),
+        ("/api/v1/webhooks", "post"),
+        ("/api/v1/webhooks", "get"),
+        ("/api/v1/webhooks/{id}", "delete"),
         ("/api/v1/openapi.json", "get"),
     ] {
         assert!(paths[p][method].is_object(), "{p} {method} documented");
@@ -702,5 +705,96 @@ async fn openapi_document_lists_every_endpoint() {
         let ptr = r.trim_start_matches('#');
         assert!(v.pointer(ptr).is_some(), "{r} resolves");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn if_match_is_the_expected_seq() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, &server.token("platform", Role::Service));
+    let post = |key: &'static str, if_match: &'static str| {
+        let auth = api.auth.clone();
+        let server = &server;
+        async move {
+            let b = serde_json::to_vec(&json!({"from": "client", "text": key})).unwrap();
+            http(
+                server,
+                "POST",
+                "/api/v1/sessions/e1/messages",
+                &[
+                    ("Authorization", &auth),
+                    ("Idempotency-Key", key),
+                    ("If-Match", if_match),
+                ],
+                Some(&b),
+            )
+            .await
+        }
+    };
+    let a = api.post("/api/v1/sessions", None, open_body("e1")).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    // The head is 1: a write that expects 1 lands at 2 (quoted, as an ETag, or bare).
+    let a = post("m-a", "\"1\"").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["seq"], 2);
+    let a = post("m-b", "2").await;
+    assert_eq!(a.json()["seq"], 3, "{}", a.body);
+    // A stale expectation is a 409 conflict that names the head, and appends nothing.
+    let v = post("m-c", "\"1\"").await.error(409, "conflict", None);
+    assert_eq!(v["head"], 3, "{v}");
+    // Garbage is refused, naming the header.
+    post("m-d", "*")
+        .await
+        .error(400, "invalid", Some("If-Match"));
+    post("m-e", "\"-4\"")
+        .await
+        .error(400, "invalid", Some("If-Match"));
+    assert_eq!(api.get("/api/v1/sessions/e1").await.json()["seq"], 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_over_its_request_rate_gets_429_with_retry_after() {
+    let server = TestServer::start_with(|c| {
+        c.edge.http_requests_per_sec = 0.5;
+        c.edge.http_burst = 3.0;
+    })
+    .await;
+    let api = Api::new(&server, &server.token("platform", Role::Service));
+    let other = Api::new(&server, &server.token("platform-2", Role::Service));
+    // The burst of three passes (an open, a message, a read)...
+    let a = api.post("/api/v1/sessions", None, open_body("r1")).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = api
+        .post(
+            "/api/v1/sessions/r1/messages",
+            None,
+            json!({"from": "client", "text": "one"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(api.get("/api/v1/sessions/r1").await.status, 200);
+    // ...the fourth is refused before it reaches the writer, with a Retry-After.
+    let a = api
+        .post(
+            "/api/v1/sessions/r1/messages",
+            None,
+            json!({"from": "client", "text": "two"}),
+        )
+        .await;
+    a.error(429, "rate_limited", None);
+    let wait: u64 = a
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // Webhook management shares the budget.
+    api.get("/api/v1/webhooks")
+        .await
+        .error(429, "rate_limited", None);
+    // Another token of the same company has its own budget, and nothing was appended.
+    let v = other.get("/api/v1/sessions/r1").await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    assert_eq!(v.json()["seq"], 2);
     server.stop().await;
 }

@@ -26,9 +26,11 @@ use axum::{Json, Router};
 use copanel_protocol::{
     ClientFrame, Command, ErrorCode, QueryKind, Role, ServerFrame, StreamName, StreamState,
 };
+use dashmap::DashMap;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Largest request body, bytes; larger ones get `413 too_large`.
@@ -37,6 +39,72 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const NDJSON: &str = "application/x-ndjson";
 /// Largest `Idempotency-Key`, characters (as the WebSocket's `command_id`).
 const COMMAND_ID_CHARS: usize = 128;
+/// Callers tracked by the rate limiter before idle ones are forgotten.
+const LIMITER_CALLERS: usize = 10_000;
+
+/// A token bucket per caller (company and token subject) for the HTTP API: `per_sec` sustained,
+/// `burst` at once. Bounded: above [`LIMITER_CALLERS`] callers, the full buckets (callers idle
+/// long enough to have refilled) are dropped, which changes nobody's budget.
+pub(crate) struct RateLimiter {
+    buckets: DashMap<String, (f64, Instant)>,
+    per_sec: f64,
+    burst: f64,
+}
+
+impl RateLimiter {
+    /// A limiter of `per_sec` requests per second with bursts of `burst`.
+    pub(crate) fn new(per_sec: f64, burst: f64) -> Self {
+        RateLimiter {
+            buckets: DashMap::new(),
+            per_sec,
+            burst,
+        }
+    }
+
+    /// Takes one request from `caller`'s bucket, or says how long until one is there.
+    pub(crate) fn take(&self, caller: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        if self.buckets.len() > LIMITER_CALLERS && !self.buckets.contains_key(caller) {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * per_sec < burst
+            });
+        }
+        // The guard lives only inside this block; nothing here awaits.
+        let mut entry = self
+            .buckets
+            .entry(caller.to_owned())
+            .or_insert((self.burst, now));
+        let (tokens, at) = *entry;
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.per_sec).min(self.burst);
+        if tokens < 1.0 {
+            *entry = (tokens, now);
+            let wait = (1.0 - tokens) / self.per_sec.max(f64::MIN_POSITIVE);
+            return Err(Duration::from_secs_f64(wait.min(3600.0)));
+        }
+        *entry = (tokens - 1.0, now);
+        Ok(())
+    }
+
+    /// [`RateLimiter::take`] for a verified caller, as the API's error: `429 rate_limited`
+    /// with `Retry-After`.
+    pub(crate) fn check(&self, claims: &Claims) -> Result<(), ApiError> {
+        let key = format!("{}\u{0}{}", claims.company, claims.sub);
+        self.take(&key).map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "over the HTTP API's limit of {} requests/s (burst {}) for this token; retry in {secs} s",
+                        self.per_sec, self.burst
+                    ),
+                )
+            }
+        })
+    }
+}
 
 /// The API's routes.
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -56,11 +124,13 @@ pub(super) fn routes() -> Router<Arc<App>> {
 
 /// An error answer: `{code, message, field?, head?}` with the status that fits the code.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     code: ErrorCode,
     message: String,
     field: Option<String>,
     head: Option<u64>,
+    /// Seconds for `Retry-After` (rate limiting).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -70,6 +140,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             head: None,
+            retry_after: None,
         }
     }
 
@@ -95,6 +166,7 @@ impl ApiError {
                 message: strip_command(&message),
                 field: field.map(|f| strip_command(&f)),
                 head,
+                retry_after: None,
             },
             other => {
                 tracing::error!(frame = ?other, "http: unexpected frame where an error was due");
@@ -129,7 +201,12 @@ impl IntoResponse for ApiError {
         if let Some(h) = self.head {
             body["head"] = json!(h);
         }
-        (self.status(), Json(body)).into_response()
+        let mut r = (self.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
     }
 }
 
@@ -160,7 +237,31 @@ fn caller(app: &App, headers: &HeaderMap) -> Result<Claims, ApiError> {
             ),
         ));
     }
+    app.http_limiter.check(&claims)?;
     Ok(claims)
+}
+
+/// The `expected_seq` of a command: the `If-Match` header, a seq with or without quotes
+/// (`If-Match: "12"`). The command is refused with `409 conflict` unless the stream's head is
+/// exactly that seq, as with the WebSocket's `expected_seq`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::field(
+            ErrorCode::Invalid,
+            "If-Match",
+            "If-Match must be the stream's expected head seq, e.g. If-Match: \"12\"",
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    let s = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
+    s.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
 /// The command id: the `Idempotency-Key` header, or a random one.
@@ -252,6 +353,7 @@ fn decode_command(
             message: strip_command(&e.message),
             field: e.field.map(|f| strip_command(&f)),
             head: None,
+            retry_after: None,
         }),
     }
 }
@@ -268,6 +370,7 @@ async fn submit(
     claims: &Claims,
     stream: StreamName,
     command_id: String,
+    expected_seq: Option<u64>,
     command: Command,
 ) -> Result<Applied, ApiError> {
     let (tx, rx) = oneshot::channel();
@@ -278,7 +381,7 @@ async fn submit(
             principal: claims.principal(),
             stream: stream.clone(),
             command_id: command_id.clone(),
-            expected_seq: None,
+            expected_seq,
             command,
             reply: tx,
         })
@@ -337,7 +440,7 @@ async fn open_session(State(app): State<Arc<App>>, headers: HeaderMap, body: Bod
     };
     let stream = session_stream(&session_id)?;
     let command = decode_command(&stream, "open_session", body)?;
-    let done = submit(&app, &claims, stream, cid, command).await?;
+    let done = submit(&app, &claims, stream, cid, if_match(&headers)?, command).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "session_id": session_id, "seq": done.seq })),
@@ -375,7 +478,7 @@ async fn session_command(
     let stream = session_stream(&id)?;
     let body = json_object(&headers, body).await?;
     let command = decode_command(&stream, kind, body)?;
-    let done = submit(&app, &claims, stream, cid, command).await?;
+    let done = submit(&app, &claims, stream, cid, if_match(&headers)?, command).await?;
     Ok(Json(json!({ "seq": done.seq })).into_response())
 }
 
@@ -398,7 +501,7 @@ async fn define_tag(
     }
     body.insert("tag".into(), Value::String(tag));
     let command = decode_command(&stream, "define_tag", body)?;
-    let done = submit(&app, &claims, stream, cid, command).await?;
+    let done = submit(&app, &claims, stream, cid, if_match(&headers)?, command).await?;
     Ok(Json(json!({ "seq": done.seq })).into_response())
 }
 
@@ -427,7 +530,7 @@ async fn catalog_create(
     let stream = catalog_stream()?;
     let body = json_object(&headers, body).await?;
     let command = decode_command(&stream, kind, body)?;
-    let done = submit(&app, &claims, stream, cid, command).await?;
+    let done = submit(&app, &claims, stream, cid, if_match(&headers)?, command).await?;
     let mut out = Map::new();
     out.insert(id_name.into(), json!(done.created));
     out.insert("seq".into(), json!(done.seq));
@@ -487,6 +590,7 @@ async fn readable(
             message: r.message,
             field: r.field,
             head: None,
+            retry_after: None,
         }),
         None => Err(ApiError::new(
             ErrorCode::Unavailable,
@@ -673,7 +777,7 @@ pub fn openapi_document() -> Value {
         "404": err("not_found: no such session in the token's company"),
         "409": err("conflict or closed"),
         "413": err("too_large: the body is over 64 KiB, or a value is over its limit"),
-        "429": err("rate_limited"),
+        "429": err("rate_limited: over the per-token request rate (200/s, burst 400 by default); see Retry-After"),
         "500": err("internal"),
         "503": err("unavailable: the outcome is unknown; retry with the same Idempotency-Key"),
     });
@@ -694,6 +798,7 @@ pub fn openapi_document() -> Value {
     let seq = json!({"type": "object", "required": ["seq"], "properties": {"seq": {"type": "integer", "minimum": 1}}});
     let body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
     let key = json!({"$ref": "#/components/parameters/IdempotencyKey"});
+    let if_match = json!({"$ref": "#/components/parameters/IfMatch"});
     let sid = json!({"$ref": "#/components/parameters/SessionId"});
     let state = json!({"type": "object", "required": ["seq", "state"], "properties": {
         "seq": {"type": "integer"}, "state": {"type": "object", "description": "the session state, as in a WebSocket snapshot"}}});
@@ -708,7 +813,7 @@ pub fn openapi_document() -> Value {
         "paths": {
             "/api/v1/sessions": {"post": {
                 "summary": "Open a session (open_session)",
-                "parameters": [key],
+                "parameters": [key, if_match],
                 "requestBody": body(json!({"type": "object", "required": ["channel", "owner"], "properties": {
                     "session_id": {"type": "string", "description": "defaults to 16 hex digits (derived from the Idempotency-Key when one is sent)"},
                     "channel": {"type": "string"},
@@ -727,7 +832,7 @@ pub fn openapi_document() -> Value {
             }},
             "/api/v1/sessions/{id}/messages": {"post": {
                 "summary": "Post a transcript message (post_message)",
-                "parameters": [sid, key],
+                "parameters": [sid, key, if_match],
                 "requestBody": body(json!({"type": "object", "required": ["from"], "properties": {
                     "from": {"type": "string", "enum": ["client", "operator"]},
                     "text": {"type": "string"},
@@ -736,7 +841,7 @@ pub fn openapi_document() -> Value {
             }},
             "/api/v1/sessions/{id}/close": {"post": {
                 "summary": "Close the session (close_session); the body may be empty",
-                "parameters": [sid, key],
+                "parameters": [sid, key, if_match],
                 "responses": with(ok("200", seq.clone()))
             }},
             "/api/v1/sessions/{id}/state": {"get": {
@@ -763,7 +868,7 @@ pub fn openapi_document() -> Value {
             }},
             "/api/v1/catalog/tags/{tag}": {"put": {
                 "summary": "Define or recolour a tag (define_tag)",
-                "parameters": [{"name": "tag", "in": "path", "required": true, "schema": {"type": "string"}}, key],
+                "parameters": [{"name": "tag", "in": "path", "required": true, "schema": {"type": "string"}}, key, if_match],
                 "requestBody": body(json!({"type": "object", "required": ["background", "text"], "properties": {
                     "background": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
                     "text": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}}})),
@@ -771,14 +876,14 @@ pub fn openapi_document() -> Value {
             }},
             "/api/v1/catalog/autotag-rules": {"post": {
                 "summary": "Add an auto-tag rule (add_autotag_rule)",
-                "parameters": [key],
+                "parameters": [key, if_match],
                 "requestBody": body(json!({"type": "object", "required": ["keywords", "tag"], "properties": {
                     "keywords": {"type": "array", "items": {"type": "string"}}, "tag": {"type": "string"}}})),
                 "responses": with(ok("201", json!({"type": "object", "required": ["rule_id", "seq"], "properties": {"rule_id": {"type": "string"}, "seq": {"type": "integer"}}})))
             }},
             "/api/v1/catalog/templates": {"post": {
                 "summary": "Create a message template (create_template)",
-                "parameters": [key],
+                "parameters": [key, if_match],
                 "requestBody": body(json!({"type": "object", "required": ["title", "text"], "properties": {
                     "title": {"type": "string"}, "text": {"type": "string"}}})),
                 "responses": with(ok("201", json!({"type": "object", "required": ["template_id", "seq"], "properties": {"template_id": {"type": "string"}, "seq": {"type": "integer"}}})))
@@ -789,6 +894,29 @@ pub fn openapi_document() -> Value {
                     {"name": "q", "in": "query", "required": true, "schema": {"type": "string", "maxLength": 256}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}],
                 "responses": with(ok("200", json!({"type": "object", "required": ["contacts"], "properties": {"contacts": {"type": "array", "items": {"type": "object"}}}})))
+            }},
+            "/api/v1/webhooks": {
+                "post": {
+                    "summary": "Register a webhook: full change events of the given kinds (all when empty), in stream order, HMAC-SHA256 signed with `secret`",
+                    "requestBody": body(json!({"type": "object", "required": ["url", "secret"], "properties": {
+                        "url": {"type": "string", "description": "http:// URL the events are POSTed to"},
+                        "kinds": {"type": "array", "items": {"type": "string"}, "description": "event kinds, e.g. tag_added; empty for all"},
+                        "secret": {"type": "string", "description": "HMAC key for the X-Copanel-Signature header"}}})),
+                    "responses": with(ok("201", json!({"type": "object", "required": ["webhook_id"], "properties": {"webhook_id": {"type": "string"}}})))
+                },
+                "get": {
+                    "summary": "The company's webhooks and their delivery positions",
+                    "responses": with(ok("200", json!({"type": "object", "required": ["webhooks"], "properties": {"webhooks": {"type": "array", "items": {"type": "object"}}}})))
+                }
+            },
+            "/api/v1/webhooks/{id}": {"delete": {
+                "summary": "Remove a webhook; its deliveries stop",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with({
+                    let mut m = Map::new();
+                    m.insert("204".into(), json!({"description": "removed"}));
+                    m
+                })
             }},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
@@ -802,6 +930,9 @@ pub fn openapi_document() -> Value {
                 "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false,
                     "description": "the command id, 1 to 128 characters; random when absent",
                     "schema": {"type": "string", "maxLength": 128}},
+                "IfMatch": {"name": "If-Match", "in": "header", "required": false,
+                    "description": "the stream's expected head seq (the WebSocket's expected_seq), e.g. \"12\"; 409 conflict with `head` otherwise",
+                    "schema": {"type": "string"}},
                 "SessionId": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}
             },
             "schemas": {

@@ -60,6 +60,10 @@ pub struct EdgeLimits {
     /// A connection that sends nothing (not even a pong) for this long is closed. Checked at each
     /// ping, so a dead peer is gone within `idle_timeout + ping_interval` (30 s by default).
     pub idle_timeout: Duration,
+    /// Sustained HTTP API requests per second per token subject (company and `sub`).
+    pub http_requests_per_sec: f64,
+    /// HTTP API request burst per token subject.
+    pub http_burst: f64,
 }
 
 impl Default for EdgeLimits {
@@ -75,6 +79,8 @@ impl Default for EdgeLimits {
             outbound_queue: 1024,
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
+            http_requests_per_sec: 200.0,
+            http_burst: 400.0,
         }
     }
 }
@@ -156,6 +162,8 @@ pub(crate) struct App {
     pub(crate) live: AtomicUsize,
     /// Flips to `true` once on shutdown; every connection watches it.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The HTTP API's per-caller request budget.
+    pub(crate) http_limiter: http::RateLimiter,
 }
 
 /// A started server.
@@ -285,6 +293,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         conn_permits: Arc::new(Semaphore::new(config.edge.connections)),
         live: AtomicUsize::new(0),
         shutdown: stop_rx.clone(),
+        http_limiter: http::RateLimiter::new(
+            config.edge.http_requests_per_sec,
+            config.edge.http_burst,
+        ),
     });
     let router = Router::new()
         .route("/ws", get(ws_upgrade))
