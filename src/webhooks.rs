@@ -13,6 +13,9 @@
 //!   ([`IndexKind::WebhookPositions`], the last `oseq` delivered), both in the store, so a
 //!   restart neither loses nor re-sends acknowledged deliveries (at-least-once: a delivery
 //!   acknowledged just before a crash may be sent again; `X-Copanel-Delivery` identifies it).
+//! - the **trimmer**: every `trim_interval` (30 s) it deletes a company's outbox records that
+//!   all its webhooks have delivered (all but the last when it has none), so the outbox holds
+//!   only what the slowest endpoint still owes.
 //! - the **dispatcher** ([`Webhooks`]): one task per endpoint reads the outbox after its position
 //!   a page at a time (bounded memory), loads each envelope from the log, filters by kind,
 //!   POSTs it and waits for 2xx before it moves on.
@@ -95,6 +98,8 @@ pub const EVENT_KINDS: &[&str] = &[
 
 /// Outbox records read per page by a dispatcher.
 const PAGE: usize = 64;
+/// Outbox records deleted per batch by the trimmer.
+const TRIM_PAGE: usize = 1024;
 /// Longest webhook URL, bytes.
 const MAX_URL: usize = 2048;
 /// Secret length bounds, bytes.
@@ -114,6 +119,8 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     /// Most webhooks one company may register.
     pub max_per_company: usize,
+    /// How often outbox records that every webhook of a company has passed are deleted.
+    pub trim_interval: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -124,6 +131,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             max_per_company: 20,
+            trim_interval: Duration::from_secs(30),
         }
     }
 }
@@ -356,6 +364,11 @@ pub struct Webhooks {
     client: Client<HttpConnector, Full<Bytes>>,
     /// Registration key → (cancel, task). Locked only briefly, never across an `.await`.
     tasks: parking_lot::Mutex<HashMap<String, Task>>,
+    /// The outbox trimmer's task.
+    trimmer: parking_lot::Mutex<Option<Task>>,
+    /// Held by a registration from reading the outbox head to storing its position, and by a
+    /// trim pass, so a trim never deletes records a webhook registered meanwhile still needs.
+    admin: tokio::sync::Mutex<()>,
 }
 
 /// A registration as listed (without its secret).
@@ -385,6 +398,8 @@ impl Webhooks {
             config,
             client,
             tasks: parking_lot::Mutex::new(HashMap::new()),
+            trimmer: parking_lot::Mutex::new(None),
+            admin: tokio::sync::Mutex::new(()),
         });
         for (key, value) in this.store.index_scan("", IndexKind::Webhooks)? {
             match serde_json::from_slice::<Registration>(&value) {
@@ -392,7 +407,98 @@ impl Webhooks {
                 Err(e) => tracing::warn!(key = %key, error = %e, "skipping a malformed webhook"),
             }
         }
+        let (cancel, cancel_rx) = watch::channel(false);
+        let task = tokio::spawn(this.clone().trim_loop(cancel_rx));
+        *this.trimmer.lock() = Some((cancel, task));
         Ok(this)
+    }
+
+    /// Trims the outbox every [`WebhookConfig::trim_interval`] until cancelled. The first pass
+    /// also covers companies the writer has not touched since the start.
+    async fn trim_loop(self: Arc<Self>, mut cancel: watch::Receiver<bool>) {
+        let mut known: Option<Vec<Arc<str>>> = None;
+        loop {
+            if !self.pause(&mut cancel, self.config.trim_interval).await {
+                return;
+            }
+            if known.is_none() {
+                let store = self.store.clone();
+                let found = tokio::task::spawn_blocking(move || store.streams()).await;
+                match found {
+                    Ok(Ok(streams)) => {
+                        let mut cs: Vec<Arc<str>> =
+                            streams.into_iter().map(|(id, _)| id.company).collect();
+                        cs.sort();
+                        cs.dedup();
+                        known = Some(cs);
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "outbox trim: companies not listed"),
+                    Err(e) => tracing::warn!(error = %e, "outbox trim: listing task failed"),
+                }
+            }
+            let mut companies: Vec<Arc<str>> = known.clone().unwrap_or_default();
+            companies.extend(self.outbox.committed.iter().map(|e| e.key().clone()));
+            companies.sort();
+            companies.dedup();
+            for company in companies {
+                if *cancel.borrow() {
+                    return;
+                }
+                match self.trim(&company).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(company = %company, deleted = n, "outbox trimmed"),
+                    Err(e) => tracing::warn!(company = %company, error = %e, "outbox not trimmed"),
+                }
+            }
+        }
+    }
+
+    /// Deletes `company`'s outbox records that every one of its webhooks has delivered (all but
+    /// the last when it has none: a new webhook starts at the head, and the last record keeps
+    /// the head). Returns how many were deleted. Deletions need no flush: one lost to a crash is
+    /// deleted by the next pass.
+    pub async fn trim(&self, company: &str) -> StoreResult<usize> {
+        let _admin = self.admin.lock().await;
+        let head = self.outbox.durable_head(self.store.as_ref(), company)?;
+        let mut floor = head.saturating_sub(1);
+        for (key, value) in self.store.index_scan("", IndexKind::Webhooks)? {
+            let Ok(reg) = serde_json::from_slice::<Registration>(&value) else {
+                continue;
+            };
+            if reg.company == company {
+                floor = floor.min(self.position(&key)?);
+            }
+        }
+        let mut deleted = 0;
+        loop {
+            let page = self
+                .store
+                .index_after(company, IndexKind::Outbox, None, TRIM_PAGE)?;
+            let index: Vec<IndexWrite> = page
+                .into_iter()
+                .take_while(|(k, _)| k.parse::<u64>().is_ok_and(|o| o <= floor))
+                .map(|(key, _)| IndexWrite {
+                    company: Arc::from(company),
+                    kind: IndexKind::Outbox,
+                    key,
+                    value: None,
+                })
+                .collect();
+            if index.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += index.len();
+            let full = index.len() == TRIM_PAGE;
+            self.store.append(&AppendBatch {
+                index,
+                ..AppendBatch::default()
+            })?;
+            if !full {
+                return Ok(deleted);
+            }
+            // Let the writer and the dispatchers in between pages.
+            tokio::task::yield_now().await;
+        }
     }
 
     fn spawn(self: &Arc<Self>, reg: Registration) {
@@ -455,6 +561,7 @@ impl Webhooks {
             kinds,
             secret,
         };
+        let _admin = self.admin.lock().await;
         let start = self.outbox.durable_head(self.store.as_ref(), company)?;
         let value = serde_json::to_vec(&reg).map_err(|e| StoreError::Backend(e.to_string()))?;
         let batch = AppendBatch {
@@ -538,7 +645,8 @@ impl Webhooks {
     /// Stops every delivery task (an attempt in flight is abandoned and re-sent after a restart)
     /// and flushes the positions.
     pub async fn shutdown(&self) {
-        let tasks: Vec<_> = self.tasks.lock().drain().map(|(_, t)| t).collect();
+        let mut tasks: Vec<_> = self.tasks.lock().drain().map(|(_, t)| t).collect();
+        tasks.extend(self.trimmer.lock().take());
         for (cancel, _) in &tasks {
             let _ = cancel.send(true);
         }

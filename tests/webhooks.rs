@@ -255,3 +255,82 @@ async fn restart_delivers_pending_without_resending() {
     );
     server.stop().await;
 }
+
+/// The outbox sequences a company holds, read from the stopped server's data dir.
+fn outbox(dir: &std::path::Path, company: &str) -> Vec<u64> {
+    use copanel::store::{IndexKind, Store};
+    let store = copanel::store::sled_store::SledStore::open(dir).expect("store opens");
+    store
+        .index_scan(company, IndexKind::Outbox)
+        .expect("outbox scan")
+        .into_iter()
+        .map(|(k, _)| k.parse().expect("an outbox sequence"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_outbox_is_trimmed_behind_the_slowest_webhook() {
+    let trimmed = |c: &mut copanel::server::Config| {
+        fast(c);
+        c.webhooks.trim_interval = Duration::from_millis(50);
+    };
+    let server = TestServer::start_with(trimmed).await;
+    let (url, rx) = receiver(usize::MAX).await;
+    register(&server, &url, json!([])).await;
+    opened(&server, "s4", "alice").await;
+    let mut alice = server.client("alice", Role::Operator).await;
+    for i in 0..5 {
+        tag(&mut alice, "session/s4", &format!("t{i}"), &format!("z{i}")).await;
+    }
+    // Another company with no webhook: its outbox is of no use to anyone.
+    let other = server.token_for("globex", "platform", Role::Service, &[]);
+    let mut svc = server
+        .connect(&other, copanel_protocol::Encoding::Json)
+        .await;
+    for i in 0..4 {
+        let f = svc
+            .command(
+                &format!("session/g{i}"),
+                &format!("g{i}"),
+                open_session("bob"),
+            )
+            .await;
+        assert_eq!(ack_seq(&f), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop((alice, svc));
+    let dir = server.stop().await;
+    // Nothing was delivered, so acme keeps every record (the session's six events and the
+    // operator feeds'); globex keeps only the last.
+    assert!(rx.got.lock().unwrap().is_empty());
+    let acme = outbox(dir.path(), "acme");
+    let n = acme.len() as u64;
+    assert!(n >= 6, "{acme:?}");
+    assert_eq!(acme, (1..=n).collect::<Vec<_>>());
+    let globex = outbox(dir.path(), "globex");
+    assert_eq!(globex.len(), 1, "{globex:?}");
+    assert!(globex[0] >= 4, "the last record stays: {globex:?}");
+
+    // The receiver recovers: everything is delivered, in order, then the outbox shrinks.
+    rx.fail_first.store(0, Ordering::SeqCst);
+    let server = TestServer::start_in(dir, trimmed).await;
+    let got = wait_for(&rx, "session/s4", 6).await;
+    assert_eq!(seqs_of(&got, "session/s4"), vec![1, 2, 3, 4, 5, 6]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let dir = server.stop().await;
+    assert_eq!(
+        outbox(dir.path(), "acme"),
+        vec![n],
+        "all delivered: only the head stays"
+    );
+
+    // And a new event after the trim still reaches the webhook (oseqs go on from the head).
+    let server = TestServer::start_in(dir, trimmed).await;
+    let mut alice = server.client("alice", Role::Operator).await;
+    tag(&mut alice, "session/s4", "t-late", "late").await;
+    let got = wait_for(&rx, "session/s4", 7).await;
+    assert_eq!(seqs_of(&got, "session/s4"), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_unique(&got);
+    drop(alice);
+    server.stop().await;
+}
