@@ -25,6 +25,8 @@ const last = {};         // stream -> last seq received (events with seq <= it a
 const subscribed = new Set();
 let epoch = null;
 let openSession = null;  // 'session/<id>'
+let openContact = null;  // 'contact/<id>' linked to the open session, followed live
+const activity = new Map(); // operator -> {what, until}
 let viewSeq = null;      // null = live; else the seq the timeline shows
 let viewState = null;
 let editingNote = null;
@@ -48,7 +50,7 @@ function connect() {
     backoff = 500;
     $('status').textContent = 'online';
     $('status').className = 'status online';
-    for (const s of [feed(), 'catalog', ...(openSession ? [openSession] : [])]) subscribe(s);
+    for (const s of [feed(), 'catalog', ...(openSession ? [openSession] : []), ...(openContact ? [openContact] : [])]) subscribe(s);
     refreshSessions();
   };
   ws.onmessage = (m) => onFrame(JSON.parse(m.data));
@@ -119,9 +121,18 @@ function onFrame(f) {
     case 'presence':
       if (f.stream === openSession) $('viewers').textContent = 'viewing: ' + f.viewers.map((v) => v.name || v.operator_id).join(', ');
       break;
+    case 'activity':
+      if (f.stream === openSession && f.operator !== me.sub) {
+        activity.set(f.operator, { what: f.what, until: Date.now() + 3000 });
+        renderActivity();
+        setTimeout(renderActivity, 3100);
+      }
+      break;
     case 'error':
-      if (f.id === undefined) showError(f);
       if (f.stream && f.id === undefined) subscribed.delete(f.stream);
+      // The linked contact went away (removed from the directory): not the user's error.
+      if (f.stream && f.stream === openContact) { openContact = null; delete states[f.stream]; render(); break; }
+      if (f.id === undefined) showError(f);
       break;
   }
 }
@@ -163,10 +174,42 @@ function open(sessionId) {
   openSession = stream;
   viewSeq = null;
   editingNote = null;
+  activity.clear();
+  followContact(null);
   $('viewers').textContent = '';
   $('main').hidden = false;
   subscribe(stream);
   render();
+}
+
+// Follows the contact linked to the open session (its card updates live), or none.
+function followContact(contactId) {
+  const stream = contactId ? `contact/${contactId}` : null;
+  if (stream === openContact) return;
+  if (openContact && subscribed.has(openContact)) {
+    send({ type: 'unsubscribe', stream: openContact }).catch(() => {});
+    subscribed.delete(openContact);
+  }
+  if (openContact) { delete last[openContact]; delete states[openContact]; }
+  openContact = stream;
+  if (stream) subscribe(stream);
+}
+
+function renderActivity() {
+  const now = Date.now();
+  for (const [op, a] of activity) if (a.until <= now) activity.delete(op);
+  $('activity').textContent = [...activity].map(([op, a]) => `${op} is ${a.what}`).join('; ');
+}
+
+// Tells the other viewers what this operator is doing; at most one hint a second per section.
+const hinted = {};
+function hint(what) {
+  if (!openSession || viewSeq !== null || !ws || ws.readyState !== WebSocket.OPEN) return;
+  const now = Date.now();
+  if (hinted[what] && now - hinted[what] < 1000) return;
+  hinted[what] = now;
+  // Activity frames carry no id and get no answer (a refusal comes back as an error frame).
+  ws.send(JSON.stringify({ type: 'activity', stream: openSession, what }));
 }
 
 $('timeline').addEventListener('input', async (ev) => {
@@ -238,6 +281,22 @@ function renderPanel(f) {
     $('client-name').value = s.client.name; $('client-phone').value = s.client.phone; $('client-email').value = s.client.email;
   }
   $('contact-line').textContent = s.contact_id ? `linked to contact ${s.contact_id}` : 'not in the directory';
+  if (!historic) followContact(s.contact_id || null);
+  const c = openContact && openContact === `contact/${s.contact_id}` ? states[openContact] : null;
+  $('contact-card').hidden = !c;
+  if (c) {
+    $('contact-name').textContent = c.name || '(no name)';
+    $('contact-phone').textContent = c.phone;
+    $('contact-email').textContent = c.email;
+    $('contact-details').replaceChildren(...c.details.map((d) => h('li', { 'data-detail': d.value }, `${d.detail}: ${d.value}`, ' ', h('span', { class: 'muted' }, `— ${d.added_by}`))));
+    $('contact-sessions').textContent = `linked sessions: ${c.sessions.join(', ')}`;
+  }
+  const isOwner = s.owner && s.owner.operator_id === me.sub;
+  const staff = ['supervisor', 'admin', 'service'].includes(me.role);
+  $('session-actions').hidden = historic || (s.status !== 'open' && !(s.status === 'closed' && me.role === 'admin' && !s.anonymized));
+  $('redirect-form').hidden = s.status !== 'open' || !(isOwner || staff);
+  $('session-close').hidden = s.status !== 'open';
+  $('session-anonymize').hidden = !(s.status === 'closed' && me.role === 'admin' && !s.anonymized);
   $('collaborators').replaceChildren(...s.collaborators.map((c) => h('li', { 'data-collaborator': c.operator_id },
     `${c.operator_id} (${c.status}, invited by ${c.invited_by})`,
     c.status === 'invited' && c.operator_id === me.sub ? [
@@ -288,6 +347,20 @@ onSubmit('contact-search', async () => {
       `${c.name} ${c.phone} ${c.email}`, btn('Link', () => command(openSession, { kind: 'link_contact', contact_id: c.contact_id })))));
   } catch (e) { showError(e); }
 });
+onSubmit('redirect-form', () => {
+  const cmd = { kind: 'redirect', [$('redirect-kind').value]: $('redirect-to').value };
+  if ($('redirect-note').value) cmd.note = $('redirect-note').value;
+  command(openSession, cmd).then(() => { $('redirect-to').value = ''; $('redirect-note').value = ''; }, () => {});
+});
+$('session-close').onclick = () => {
+  if (confirm(`Close ${openSession}?`)) command(openSession, { kind: 'close_session' }).catch(() => {});
+};
+$('session-anonymize').onclick = () => {
+  if (confirm(`Erase the personal data of ${openSession}? This cannot be undone.`)) command(openSession, { kind: 'anonymize' }).catch(() => {});
+};
+for (const [id, what] of [['note-text', 'typing a note'], ['client-form', 'editing client info'], ['param-form', 'editing parameters'], ['tag-input', 'adding a tag'], ['redirect-form', 'redirecting the session']]) {
+  $(id).addEventListener('input', () => hint(what));
+}
 $('dir-add').onclick = () => command(openSession, { kind: 'add_to_directory' }).catch(() => {});
 $('dir-disconnect').onclick = () => command(openSession, { kind: 'disconnect_contact' }).catch(() => {});
 $('dir-remove').onclick = () => command(openSession, { kind: 'remove_contact' }).catch(() => {});

@@ -1,16 +1,20 @@
 // Real-browser test of the operator console (run by tests/console.rs).
 // Usage: node console.mjs <base-url> <token-A> <token-B> <session-id>
 // Operator A adds a tag, a note and a parameter through the UI; operator B's page shows them
-// live; B's timeline at the seq before the tag shows the panel without it. Exit 0 = pass.
+// live; B's timeline at the seq before the tag shows the panel without it. A's page goes through
+// a TCP proxy that the script cuts: while A is offline B edits, and after the cut heals A shows
+// every change exactly once. Then the contact card, activity hints, redirect and close.
+// Exit 0 = pass.
 import { chromium } from 'playwright-core';
+import net from 'node:net';
 
 const [base, tokenA, tokenB, session] = process.argv.slice(2);
 if (!base || !tokenA || !tokenB || !session) {
   console.error('usage: node console.mjs <base-url> <token-A> <token-B> <session-id>');
   process.exit(2);
 }
-const TOTAL_MS = 60_000;
-const timer = setTimeout(() => { console.error('FAIL: over 60 s'); process.exit(1); }, TOTAL_MS);
+const TOTAL_MS = 80_000;
+const timer = setTimeout(() => { console.error('FAIL: over 80 s'); process.exit(1); }, TOTAL_MS);
 
 // playwright gives every launch a fresh temporary profile (--user-data-dir) and removes it.
 const browser = await chromium.launch({
@@ -19,16 +23,36 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
+// A TCP proxy on 127.0.0.1 to the server, for operator A only: `cut()` drops every connection
+// and refuses new ones (a network outage), `heal()` lets them through again.
+const target = new URL(base);
+let refusing = false;
+const sockets = new Set();
+const proxy = net.createServer((client) => {
+  if (refusing) { client.destroy(); return; }
+  const upstream = net.connect(Number(target.port), target.hostname);
+  sockets.add(client); sockets.add(upstream);
+  const drop = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
+  client.on('error', drop); upstream.on('error', drop); client.on('close', drop); upstream.on('close', drop);
+  client.pipe(upstream); upstream.pipe(client);
+});
+await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+const proxied = `http://127.0.0.1:${proxy.address().port}`;
+const cut = () => { refusing = true; for (const s of sockets) s.destroy(); sockets.clear(); };
+const heal = () => { refusing = false; };
+
 let failed = false;
+let diagnose = async () => {};
 try {
   const step = (m) => console.log(`- ${m}`);
   const pages = [];
-  for (const token of [tokenA, tokenB]) {
+  for (const [token, origin] of [[tokenA, proxied], [tokenB, base]]) {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     page.setDefaultTimeout(10_000);
     page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
-    await page.goto(`${base}/?token=${token}`);
+    page.on('dialog', (d) => d.accept());
+    await page.goto(`${origin}/?token=${token}`);
     await page.locator('#status.online').waitFor();
     await page.locator(`#sessions [data-session="${session}"] a`).click();
     await page.locator('#session-title', { hasText: `session/${session}` }).waitFor();
@@ -36,6 +60,13 @@ try {
     pages.push(page);
   }
   const [a, b] = pages;
+  diagnose = async () => {
+    for (const [name, p] of [['A', a], ['B', b]]) {
+      const bar = await p.locator('#errorbar').isVisible() ? await p.locator('#error-text').textContent() : '(none)';
+      const status = await p.locator('#session-status').textContent();
+      console.error(`  ${name}: error bar ${bar}; session ${status}`);
+    }
+  };
   step('both operators see the session');
   if (await a.locator('#tags [data-tag]').count() !== 0) throw new Error('the session starts with tags');
   const headBefore = Number(await b.locator('#timeline').getAttribute('max'));
@@ -77,12 +108,71 @@ try {
   await a.click('#param-set');
   await a.locator('#errorbar', { hasText: 'forbidden' }).waitFor();
   step('a refused command shows in the error bar');
+  await a.click('#error-close');
+
+  // ---- reconnect and resume: A is cut off while B edits.
+  cut();
+  await a.locator('#status', { hasText: 'offline' }).waitFor();
+  await b.fill('#tag-input', 'outage');
+  await b.click('#tag-add');
+  await b.locator('#tags [data-tag="outage"]').waitFor();
+  await b.fill('#note-text', 'written while A was away');
+  await b.click('#note-add');
+  await b.locator('#notes li', { hasText: 'written while A was away' }).waitFor();
+  await a.fill('#param-key', 'offline');
+  await a.fill('#param-value', 'x');
+  await a.click('#param-set');
+  await a.locator('#errorbar', { hasText: 'unavailable' }).waitFor();
+  await a.click('#error-close');
+  step('A is offline: its command is refused as unavailable while B goes on editing');
+  heal();
+  await a.locator('#status.online').waitFor({ timeout: 20_000 });
+  await a.locator('#tags [data-tag="outage"]').waitFor();
+  await a.locator('#notes li', { hasText: 'written while A was away' }).waitFor();
+  const headB = Number(await b.locator('#timeline').getAttribute('max'));
+  await a.locator('#timeline-label', { hasText: `live, seq ${headB}` }).waitFor();
+  for (const p of [a, b]) {
+    const notes = await p.locator('#notes li').count();
+    const tags = await p.locator('#tags [data-tag]').count();
+    if (notes !== 2 || tags !== 2) throw new Error(`after resume: ${notes} notes and ${tags} tags, want 2 and 2`);
+  }
+  if (await a.locator('#params [data-param="offline"]').count() !== 0) throw new Error('a refused command was applied');
+  step(`A reconnected and resumed at seq ${headB}: B's changes shown once, nothing lost`);
+
+  // ---- the directory: A adds the client, B adds a detail, A's contact card shows it live.
+  await a.click('#dir-add');
+  await a.locator('#contact-card #contact-name', { hasText: 'Jana Nováková' }).waitFor();
+  await b.locator('#contact-card #contact-name', { hasText: 'Jana Nováková' }).waitFor();
+  await b.selectOption('#detail-kind', 'email');
+  await b.fill('#detail-value', 'jana.work@example.com');
+  await b.click('#detail-form button');
+  await a.locator('#contact-details [data-detail="jana.work@example.com"]').waitFor();
+  step("the linked contact's card and details update live on both pages");
+
+  // ---- activity: B sees that A is typing a note.
+  await a.locator('#note-text').pressSequentially('thinking', { delay: 20 });
+  await b.locator('#activity', { hasText: 'op1 is typing a note' }).waitFor();
+  step('B sees that A is typing a note');
+
+  // ---- redirect to B, then B closes.
+  await a.selectOption('#redirect-kind', 'operator_id');
+  await a.fill('#redirect-to', 'op2');
+  await a.fill('#redirect-note', 'over to you');
+  await a.click('#redirect-go');
+  await b.locator('#session-status', { hasText: 'owner op2' }).waitFor();
+  await b.locator('#notes li', { hasText: 'over to you' }).waitFor();
+  await b.click('#session-close');
+  await b.locator('#session-status', { hasText: 'closed' }).waitFor();
+  await b.locator('#redirect-form').waitFor({ state: 'hidden' });
+  step('A redirected the session to B with a note; B closed it');
   console.log('PASS');
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);
+  await diagnose().catch(() => {});
 } finally {
   clearTimeout(timer);
   await browser.close();
+  proxy.close();
 }
 process.exit(failed ? 1 : 0);
