@@ -103,7 +103,10 @@ async fn two_operators_edit_live_and_see_history_in_a_browser() {
     assert_eq!(seqs(&events), (1..=n).collect::<Vec<_>>());
     assert!(n >= 12, "{n} events");
     assert!(
-        matches!(events.last().map(|e| &e.event), Some(copanel_protocol::Event::SessionClosed)),
+        matches!(
+            events.last().map(|e| &e.event),
+            Some(copanel_protocol::Event::SessionClosed)
+        ),
         "{:?}",
         events.last()
     );

@@ -740,7 +740,9 @@ async fn if_match_is_the_expected_seq() {
     let a = post("m-b", "2").await;
     assert_eq!(a.json()["seq"], 3, "{}", a.body);
     // A stale expectation is a 409 conflict that names the head, and appends nothing.
-    let v = post("m-c", "\"1\"").await.error(409, "conflict", None);
+    let v = post("m-c", "\"1\"")
+        .await
+        .error(409, "conflict", Some("If-Match"));
     assert_eq!(v["head"], 3, "{v}");
     // Garbage is refused, naming the header.
     post("m-d", "*")

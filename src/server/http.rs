@@ -391,7 +391,14 @@ async fn submit(
         .unwrap_or_else(|_| Err(CommandError::Unavailable("the writer stopped".into())));
     match command_reply(0, None, stream, command_id, kind, res) {
         ServerFrame::Ack { seq, created, .. } => Ok(Applied { seq, created }),
-        other => Err(ApiError::from_frame(other)),
+        other => {
+            let mut e = ApiError::from_frame(other);
+            // Here the expectation came from the If-Match header.
+            if e.field.as_deref() == Some("expected_seq") {
+                e.field = Some("If-Match".into());
+            }
+            Err(e)
+        }
     }
 }
 
