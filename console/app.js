@@ -175,6 +175,7 @@ function open(sessionId) {
   viewSeq = null;
   editingNote = null;
   activity.clear();
+  clientBase = null;
   followContact(null);
   $('viewers').textContent = '';
   $('main').hidden = false;
@@ -327,7 +328,24 @@ function renderPanel(f) {
 function onSubmit(id, fn) {
   $(id).addEventListener('submit', (ev) => { ev.preventDefault(); if (openSession && viewSeq === null) fn(); });
 }
-onSubmit('client-form', () => command(openSession, { kind: 'set_client_info', name: $('client-name').value, phone: $('client-phone').value, email: $('client-email').value }));
+// Client info is edited as a whole form: if someone else changes it while this operator types,
+// saving shows the conflict (theirs against the form) instead of silently overwriting; saving
+// again overwrites on purpose.
+let clientBase = null; // the client info the current edit started from
+$('client-form').addEventListener('focusin', () => {
+  if (clientBase === null && states[openSession]) clientBase = { ...states[openSession].client };
+});
+onSubmit('client-form', () => {
+  const now = states[openSession] && states[openSession].client;
+  const same = (x, y) => x && y && x.name === y.name && x.phone === y.phone && x.email === y.email;
+  if (clientBase && now && !same(clientBase, now)) {
+    showError({ code: 'conflict', message: `the client info was changed by someone else while you edited it (now: ${now.name}, ${now.phone}, ${now.email}); press Save again to overwrite it with yours` });
+    clientBase = { ...now };
+    return;
+  }
+  command(openSession, { kind: 'set_client_info', name: $('client-name').value, phone: $('client-phone').value, email: $('client-email').value })
+    .then(() => { clientBase = null; document.activeElement.blur(); }, () => {});
+});
 onSubmit('param-form', () => command(openSession, { kind: 'set_parameter', key: $('param-key').value, value: $('param-value').value })
   .then(() => { $('param-key').value = ''; $('param-value').value = ''; }, () => {}));
 onSubmit('tag-form', () => command(openSession, { kind: 'add_tag', tag: $('tag-input').value }).then(() => { $('tag-input').value = ''; }, () => {}));

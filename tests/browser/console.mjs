@@ -110,6 +110,25 @@ try {
   step('a refused command shows in the error bar');
   await a.click('#error-close');
 
+  // ---- a conflict on the client info: B saves while A is editing; A's save shows it.
+  await a.click('#client-phone');
+  await a.fill('#client-phone', '+420 111 111 111');
+  await b.fill('#client-email', 'jana.new@example.com');
+  await b.click('#client-form button');
+  await a.locator('#errorbar').waitFor({ state: 'hidden' });
+  await b.locator('#client-email').evaluate((el) => el.blur());
+  // A's form keeps what A typed while B's change arrives underneath.
+  await a.waitForFunction((want) => Number(document.querySelector('#timeline').max) >= want, headAfter + 1);
+  await a.click('#client-form button');
+  await a.locator('#errorbar', { hasText: 'conflict' }).waitFor();
+  await a.locator('#error-text', { hasText: 'jana.new@example.com' }).waitFor();
+  await a.click('#error-close');
+  await a.click('#client-form button');
+  await b.locator('#client-phone').evaluate((el, v) => new Promise((resolve) => {
+    const t = setInterval(() => { if (el.value === v) { clearInterval(t); resolve(); } }, 50);
+  }), '+420 111 111 111');
+  step("A's save after B's change shows the conflict; saving again overwrites on purpose");
+
   // ---- reconnect and resume: A is cut off while B edits.
   cut();
   await a.locator('#status', { hasText: 'offline' }).waitFor();
