@@ -283,6 +283,10 @@ function renderPanel(f) {
   }
   $('contact-line').textContent = s.contact_id ? `linked to contact ${s.contact_id}` : 'not in the directory';
   if (!historic) followContact(s.contact_id || null);
+  $('dir-add').hidden = !!s.contact_id;
+  $('dir-disconnect').hidden = !s.contact_id;
+  $('dir-remove').hidden = !s.contact_id;
+  $('detail-form').hidden = !s.contact_id;
   const c = openContact && openContact === `contact/${s.contact_id}` ? states[openContact] : null;
   $('contact-card').hidden = !c;
   if (c) {
