@@ -5,34 +5,18 @@
 use copanel::domain::catalog::{DEFAULT_BACKGROUND, DEFAULT_TEXT};
 use copanel::domain::{self, Ctx, Decision, EmptyWorld, Limits, Principal, Rejection, World};
 use copanel_protocol::{
-    CatalogState, Command, Envelope, ErrorCode, Event, MessageFrom, OperatorState, Owner, Role,
-    StreamKind, StreamName, StreamState, TagDefinition, TagSource,
+    CatalogState, Command, Envelope, Event, MessageFrom, OperatorState, Owner, StreamKind,
+    StreamName, StreamState, TagDefinition, TagSource,
 };
 use std::collections::BTreeMap;
+
+#[path = "common/given.rs"]
+mod given;
+use given::*;
 
 const NOW: u64 = 1_700_000_000_000;
 
 // ---- principals ------------------------------------------------------------------------------
-
-fn principal(id: &str, role: Role) -> Principal {
-    Principal {
-        id: id.into(),
-        role,
-        groups: Vec::new(),
-    }
-}
-fn op(id: &str) -> Principal {
-    principal(id, Role::Operator)
-}
-fn sup() -> Principal {
-    principal("sup", Role::Supervisor)
-}
-fn admin() -> Principal {
-    principal("adm", Role::Admin)
-}
-fn svc() -> Principal {
-    principal("platform", Role::Service)
-}
 
 // ---- streams and worlds ----------------------------------------------------------------------
 
@@ -211,68 +195,12 @@ fn then_catalog(g: &Given, d: &Decision) -> CatalogState {
 
 // ---- then ------------------------------------------------------------------------------------
 
-#[track_caller]
-fn accepted(r: Result<Decision, Rejection>) -> Decision {
-    r.unwrap_or_else(|e| panic!("refused: {e:?}"))
-}
-
 /// Accepted, with no side events; returns the events.
 #[track_caller]
 fn events(r: Result<Decision, Rejection>) -> Vec<Event> {
     let d = accepted(r);
     assert!(d.others.is_empty(), "unexpected side events {:?}", d.others);
     d.events
-}
-
-#[track_caller]
-fn no_op(r: Result<Decision, Rejection>) {
-    assert_eq!(accepted(r), Decision::default());
-}
-
-#[track_caller]
-fn rejected(r: Result<Decision, Rejection>, code: ErrorCode) -> Rejection {
-    match r {
-        Ok(d) => panic!("accepted, expected {code}: {d:?}"),
-        Err(e) => {
-            assert_eq!(e.code, code, "{e:?}");
-            assert!(!e.message.is_empty());
-            e
-        }
-    }
-}
-
-#[track_caller]
-fn forbidden(r: Result<Decision, Rejection>) -> Rejection {
-    let e = rejected(r, ErrorCode::Forbidden);
-    assert_eq!(e.field, None);
-    e
-}
-
-#[track_caller]
-fn not_found(r: Result<Decision, Rejection>) -> Rejection {
-    let e = rejected(r, ErrorCode::NotFound);
-    assert_eq!(e.field, None);
-    e
-}
-
-#[track_caller]
-fn invalid(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    let e = rejected(r, ErrorCode::Invalid);
-    assert_eq!(
-        e.field.as_deref(),
-        Some(format!("command.{field}").as_str())
-    );
-    e
-}
-
-#[track_caller]
-fn too_large(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    let e = rejected(r, ErrorCode::TooLarge);
-    assert_eq!(
-        e.field.as_deref(),
-        Some(format!("command.{field}").as_str())
-    );
-    e
 }
 
 // ---- building blocks -------------------------------------------------------------------------

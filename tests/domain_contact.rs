@@ -9,19 +9,16 @@ use copanel_protocol::{
 };
 use std::collections::{BTreeMap, HashMap};
 
+#[path = "common/given.rs"]
+mod given;
+use given::*;
+
 const NOW: u64 = 1_700_000_000_000;
 /// The id the writer hands `decide` for what it creates.
 const FRESH: &str = "00c0ffee12345678";
 
 // ---- principals ------------------------------------------------------------------------------
 
-fn principal(id: &str, role: Role) -> Principal {
-    Principal {
-        id: id.into(),
-        role,
-        groups: Vec::new(),
-    }
-}
 /// The owner of the default session.
 fn op1() -> Principal {
     principal("op1", Role::Operator)
@@ -32,16 +29,6 @@ fn op2() -> Principal {
 fn op3() -> Principal {
     principal("op3", Role::Operator)
 }
-fn sup() -> Principal {
-    principal("sup", Role::Supervisor)
-}
-fn admin() -> Principal {
-    principal("adm", Role::Admin)
-}
-fn svc() -> Principal {
-    principal("platform", Role::Service)
-}
-
 // ---- the world: other streams' states ---------------------------------------------------------
 
 /// The streams the writer would have loaded for `decide`.
@@ -153,11 +140,6 @@ fn when_limited(
 // ---- then ------------------------------------------------------------------------------------
 
 #[track_caller]
-fn accepted(r: Result<Decision, Rejection>) -> Decision {
-    r.unwrap_or_else(|e| panic!("refused: {e:?}"))
-}
-
-#[track_caller]
 fn rejected(r: Result<Decision, Rejection>, code: ErrorCode, field: Option<&str>) -> Rejection {
     match r {
         Ok(d) => panic!("accepted, expected {code}: {d:?}"),
@@ -168,26 +150,6 @@ fn rejected(r: Result<Decision, Rejection>, code: ErrorCode, field: Option<&str>
             e
         }
     }
-}
-
-#[track_caller]
-fn invalid(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    rejected(r, ErrorCode::Invalid, Some(&format!("command.{field}")))
-}
-
-#[track_caller]
-fn too_large(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    rejected(r, ErrorCode::TooLarge, Some(&format!("command.{field}")))
-}
-
-#[track_caller]
-fn not_found(r: Result<Decision, Rejection>) -> Rejection {
-    rejected(r, ErrorCode::NotFound, None)
-}
-
-#[track_caller]
-fn forbidden(r: Result<Decision, Rejection>) -> Rejection {
-    rejected(r, ErrorCode::Forbidden, None)
 }
 
 // ---- building blocks -------------------------------------------------------------------------

@@ -8,21 +8,11 @@ use copanel_protocol::{
 };
 use std::collections::BTreeMap;
 
-const NOW: u64 = 1_700_000_000_000;
+#[path = "common/given.rs"]
+mod given;
+use given::*;
 
-fn principal(id: &str, role: Role) -> Principal {
-    Principal {
-        id: id.into(),
-        role,
-        groups: Vec::new(),
-    }
-}
-fn op(id: &str) -> Principal {
-    principal(id, Role::Operator)
-}
-fn svc() -> Principal {
-    principal("platform", Role::Service)
-}
+const NOW: u64 = 1_700_000_000_000;
 
 fn feed(id: &str) -> StreamName {
     StreamName::operator(id).unwrap()

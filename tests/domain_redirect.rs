@@ -9,32 +9,17 @@ use copanel_protocol::{
 };
 use std::collections::BTreeMap;
 
+#[path = "common/given.rs"]
+mod given;
+use given::*;
+
 const NOW: u64 = 1_700_000_000_000;
 
 // ---- principals ------------------------------------------------------------------------------
 
-fn principal(id: &str, role: Role, groups: &[&str]) -> Principal {
-    Principal {
-        id: id.into(),
-        role,
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-    }
-}
-fn op(id: &str) -> Principal {
-    principal(id, Role::Operator, &[])
-}
 /// A member of group `billing`.
 fn member(id: &str) -> Principal {
-    principal(id, Role::Operator, &["billing"])
-}
-fn sup() -> Principal {
-    principal("sup", Role::Supervisor, &[])
-}
-fn admin() -> Principal {
-    principal("adm", Role::Admin, &[])
-}
-fn svc() -> Principal {
-    principal("platform", Role::Service, &[])
+    member_of(id, Role::Operator, &["billing"])
 }
 
 // ---- the world: a roster of group members ----------------------------------------------------
@@ -242,11 +227,6 @@ fn then_feed(id: &str, who: &Principal, d: &Decision) -> OperatorState {
 }
 
 #[track_caller]
-fn accepted(r: Result<Decision, Rejection>) -> Decision {
-    r.unwrap_or_else(|e| panic!("refused: {e:?}"))
-}
-
-#[track_caller]
 fn rejected(r: Result<Decision, Rejection>, code: ErrorCode) -> Rejection {
     match r {
         Ok(d) => panic!("accepted, expected {code}: {d:?}"),
@@ -443,7 +423,7 @@ fn the_previous_owner_keeps_access_only_as_a_collaborator() {
 fn a_group_redirect_tells_every_known_member_but_the_sender() {
     // op4 is in billing and redirects, as a joined collaborator.
     let g = given(&[opened(), invited("op4"), accepted_by("op4")]);
-    let who = principal("op4", Role::Operator, &["billing", "sales"]);
+    let who = member_of("op4", Role::Operator, &["billing", "sales"]);
     let d = accepted(when(
         &g,
         &who,
@@ -477,7 +457,7 @@ fn a_group_redirect_tells_every_known_member_but_the_sender() {
     // Members read (and may claim); op1 is out; op5 (sales only) never was in.
     assert!(domain::session::can_read(&s, &member("op2")).is_ok());
     assert!(domain::session::can_read(&s, &op("op1")).is_err());
-    assert!(domain::session::can_read(&s, &principal("op5", Role::Operator, &["sales"])).is_err());
+    assert!(domain::session::can_read(&s, &member_of("op5", Role::Operator, &["sales"])).is_err());
     let f = then_feed("op3", &who, &d);
     assert_eq!(f.assignments[0].group.as_deref(), Some("billing"));
 }
@@ -764,7 +744,7 @@ fn only_members_of_the_waiting_group_claim() {
     let g = given(&[opened_in_billing()]);
     for who in [
         op("op1"),
-        principal("op5", Role::Operator, &["sales"]),
+        member_of("op5", Role::Operator, &["sales"]),
         sup(),
         admin(),
         svc(),

@@ -10,20 +10,14 @@ use copanel_protocol::{
 };
 use std::collections::BTreeMap;
 
+#[path = "common/given.rs"]
+mod given;
+use given::*;
+
 const NOW: u64 = 1_700_000_000_000;
 
 // ---- principals ------------------------------------------------------------------------------
 
-fn principal(id: &str, role: Role, groups: &[&str]) -> Principal {
-    Principal {
-        id: id.into(),
-        role,
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-    }
-}
-fn op(id: &str) -> Principal {
-    principal(id, Role::Operator, &[])
-}
 /// The owner of the default session.
 fn op1() -> Principal {
     op("op1")
@@ -33,15 +27,6 @@ fn op2() -> Principal {
 }
 fn op3() -> Principal {
     op("op3")
-}
-fn sup() -> Principal {
-    principal("sup", Role::Supervisor, &[])
-}
-fn admin() -> Principal {
-    principal("adm", Role::Admin, &[])
-}
-fn svc() -> Principal {
-    principal("platform", Role::Service, &[])
 }
 
 // ---- given / when ----------------------------------------------------------------------------
@@ -135,68 +120,12 @@ fn events(r: Result<Decision, Rejection>) -> Vec<Event> {
 }
 
 #[track_caller]
-fn accepted(r: Result<Decision, Rejection>) -> Decision {
-    r.unwrap_or_else(|e| panic!("refused: {e:?}"))
-}
-
-#[track_caller]
-fn no_op(r: Result<Decision, Rejection>) {
-    assert_eq!(accepted(r), Decision::default());
-}
-
-#[track_caller]
-fn rejected(r: Result<Decision, Rejection>, code: ErrorCode) -> Rejection {
-    match r {
-        Ok(d) => panic!("accepted, expected {code}: {d:?}"),
-        Err(e) => {
-            assert_eq!(e.code, code, "{e:?}");
-            assert!(!e.message.is_empty());
-            e
-        }
-    }
-}
-
-#[track_caller]
-fn forbidden(r: Result<Decision, Rejection>) -> Rejection {
-    let e = rejected(r, ErrorCode::Forbidden);
-    assert_eq!(e.field, None);
-    e
-}
-
-#[track_caller]
-fn not_found(r: Result<Decision, Rejection>) -> Rejection {
-    let e = rejected(r, ErrorCode::NotFound);
-    assert_eq!(e.field, None);
-    e
-}
-
-#[track_caller]
 fn closed(r: Result<Decision, Rejection>) {
     let e = rejected(r, ErrorCode::Closed);
     assert_eq!(
         e.message,
         "session is closed; only parameters, tags and notes may change"
     );
-}
-
-#[track_caller]
-fn invalid(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    let e = rejected(r, ErrorCode::Invalid);
-    assert_eq!(
-        e.field.as_deref(),
-        Some(format!("command.{field}").as_str())
-    );
-    e
-}
-
-#[track_caller]
-fn too_large(r: Result<Decision, Rejection>, field: &str) -> Rejection {
-    let e = rejected(r, ErrorCode::TooLarge);
-    assert_eq!(
-        e.field.as_deref(),
-        Some(format!("command.{field}").as_str())
-    );
-    e
 }
 
 // ---- events and commands used as building blocks --------------------------------------------
@@ -775,7 +704,7 @@ fn who_may_edit_client_info() {
     })]);
     forbidden(when(
         &grouped,
-        &principal("op5", Role::Operator, &["sales"]),
+        &member_of("op5", Role::Operator, &["sales"]),
         cmd(),
     ));
 }
@@ -1505,9 +1434,9 @@ fn group_members_read_a_group_session() {
     let g = given(&[opened_by(Owner::Group {
         group: "sales".into(),
     })]);
-    let member = principal("op5", Role::Operator, &["support", "sales"]);
+    let member = member_of("op5", Role::Operator, &["support", "sales"]);
     assert_eq!(read(&g.state, &member), Ok(()));
-    let outsider = principal("op6", Role::Operator, &["support"]);
+    let outsider = member_of("op6", Role::Operator, &["support"]);
     assert_eq!(
         read(&g.state, &outsider).unwrap_err().code,
         ErrorCode::Forbidden

@@ -8,23 +8,10 @@ mod support;
 use copanel_protocol::{
     Envelope, Event, MessageFrom, Role, ServerFrame, StreamState, TagSource, TagSuggestion,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
 
 const S1: &str = "session/s1";
-
-/// Sends a `query` and waits for its `result` (or error).
-async fn query(c: &mut Client, mut frame: Value) -> ServerFrame {
-    frame["type"] = json!("query");
-    let id = c.send_request(frame).await;
-    c.recv_until(|f| match f {
-        ServerFrame::Result { id: got, .. } | ServerFrame::Error { id: got, .. } => {
-            *got == Some(id)
-        }
-        _ => false,
-    })
-    .await
-}
 
 /// `tag_suggestions {prefix}` as `(company, mine)`; panics on an error.
 async fn suggestions(c: &mut Client, prefix: &str) -> (Vec<TagSuggestion>, Vec<TagSuggestion>) {
@@ -51,16 +38,6 @@ async fn next_event(c: &mut Client, stream: &str) -> Envelope {
     {
         ServerFrame::Event(e) => e,
         _ => unreachable!(),
-    }
-}
-
-/// The ack's `created`.
-fn created(f: &ServerFrame) -> String {
-    match f {
-        ServerFrame::Ack {
-            created: Some(c), ..
-        } => c.clone(),
-        other => panic!("expected an ack with created, got {other:?}"),
     }
 }
 

@@ -13,27 +13,12 @@ use copanel_protocol::{
     Command, ContactDetail, ContactHit, ContactState, ContactStatus, Encoding, Envelope, Event,
     Owner, Role, ServerFrame, StreamName, StreamState,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use support::*;
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-/// Sends `query` and waits for its `result` or `error` (the shared `request` helper does not
-/// know `result` frames).
-async fn query(c: &mut Client, frame: Value) -> ServerFrame {
-    let mut frame = frame;
-    frame["type"] = json!("query");
-    let id = c.send_request(frame).await;
-    c.recv_until(|f| match f {
-        ServerFrame::Result { id: got, .. } | ServerFrame::Error { id: got, .. } => {
-            *got == Some(id)
-        }
-        _ => false,
-    })
-    .await
-}
 
 /// `query contacts {q}` → the hits (asserts a result).
 async fn search(c: &mut Client, q: &str) -> Vec<ContactHit> {
@@ -53,17 +38,6 @@ async fn found(c: &mut Client, q: &str) -> Vec<String> {
         .into_iter()
         .map(|h| h.contact_id)
         .collect()
-}
-
-/// The ack's `created`.
-#[track_caller]
-fn created(f: &ServerFrame) -> String {
-    match f {
-        ServerFrame::Ack {
-            created: Some(c), ..
-        } => c.clone(),
-        other => panic!("expected an ack with created, got {other:?}"),
-    }
 }
 
 /// Opens `session/<id>` as the platform with this client, owned by `owner`.

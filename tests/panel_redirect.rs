@@ -11,25 +11,10 @@ mod support;
 use copanel_protocol::{
     Encoding, Event, Owner, Role, ServerFrame, SessionStatus, SessionSummary, StreamState,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-/// Sends `query` and waits for its `result` or `error` (the shared `request` helper does not
-/// know `result` frames).
-async fn query(c: &mut Client, frame: Value) -> ServerFrame {
-    let mut frame = frame;
-    frame["type"] = json!("query");
-    let id = c.send_request(frame).await;
-    c.recv_until(|f| match f {
-        ServerFrame::Result { id: got, .. } | ServerFrame::Error { id: got, .. } => {
-            *got == Some(id)
-        }
-        _ => false,
-    })
-    .await
-}
 
 /// `query sessions {status}` → (session id, role) pairs, asserting a result.
 async fn sessions(c: &mut Client, status: Option<&str>) -> Vec<(String, String)> {

@@ -674,3 +674,27 @@ impl Client {
         Client::from_ws(ws, enc)
     }
 }
+
+/// Sends a `query` frame (`frame` without its `type`) and waits for its `result` or `error`.
+pub async fn query(c: &mut Client, mut frame: Value) -> ServerFrame {
+    frame["type"] = json!("query");
+    let id = c.send_request(frame).await;
+    c.recv_until(|f| match f {
+        ServerFrame::Result { id: got, .. } | ServerFrame::Error { id: got, .. } => {
+            *got == Some(id)
+        }
+        _ => false,
+    })
+    .await
+}
+
+/// The `created` id of an ack (panics on anything else).
+#[track_caller]
+pub fn created(f: &ServerFrame) -> String {
+    match f {
+        ServerFrame::Ack {
+            created: Some(c), ..
+        } => c.clone(),
+        other => panic!("expected an ack with created, got {other:?}"),
+    }
+}
