@@ -8,8 +8,6 @@ mod support;
 use copanel_protocol::{Event, Role};
 use serde_json::{json, Value};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One HTTP answer.
 struct Answer {
@@ -54,53 +52,8 @@ async fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Answer {
-    let addr = server.addr;
-    let run = async {
-        let mut s = TcpStream::connect(addr).await.expect("tcp connect");
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        if let Some(b) = body {
-            bytes.extend_from_slice(b);
-        }
-        s.write_all(&bytes).await.expect("write request");
-        let mut buf = Vec::new();
-        // The server may answer (413) before reading the whole body and close; take what came.
-        let _ = s.read_to_end(&mut buf).await;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let body = if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Answer {
-            status,
-            head: head.to_owned(),
-            body,
-        }
-    };
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("HTTP answer in time")
+    let (status, head, body) = http_request(server.addr, method, path, headers, body).await;
+    Answer { status, head, body }
 }
 
 /// A client with one token.

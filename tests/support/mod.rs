@@ -349,12 +349,40 @@ impl TestServer {
 
 /// A raw HTTP/1.1 GET with `Connection: close`, bounded by [`WAIT`].
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, "GET", path, &[], None).await;
+    (status, body)
+}
+
+/// A raw HTTP/1.1 request with `Connection: close` (and a JSON body when given), bounded by
+/// [`WAIT`]: `(status, head, body)`, the body de-chunked.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, String, String) {
     let run = async {
         let mut s = TcpStream::connect(addr).await.expect("tcp connect");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write request");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        if let Some(b) = body {
+            bytes.extend_from_slice(b);
+        }
+        s.write_all(&bytes).await.expect("write request");
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.expect("read response");
+        // The server may answer (413) before reading the whole body and close; take what came.
+        let _ = s.read_to_end(&mut buf).await;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
         let status: u16 = head
@@ -371,7 +399,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         } else {
             body.to_owned()
         };
-        (status, body)
+        (status, head.to_owned(), body)
     };
     tokio::time::timeout(WAIT, run)
         .await
