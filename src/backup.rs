@@ -374,11 +374,16 @@ fn check_stream(stream: &str) -> Result<(), String> {
 
 /// What a record line writes: (tree, key, value) in the default tree or another. `Ok(None)`
 /// for lines that are not records (header, secret, end).
-fn record_of(line: Line) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+fn record_of(line: Line) -> Result<Option<KeyValue>, String> {
     record_in_tree(line).map(|r| r.map(|(_, k, v)| (k, v)))
 }
 
+/// A key and its value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+/// A tree, a key and its value.
 type TreeRecord = (Vec<u8>, Vec<u8>, Vec<u8>);
+/// Records to write (`Some`) into one tree.
+type TreeWrites = (Vec<u8>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 fn record_in_tree(line: Line) -> Result<Option<TreeRecord>, String> {
     let default = DEFAULT_TREE.to_vec();
@@ -586,7 +591,7 @@ fn import_into(input: &mut dyn BufRead, dir: &Path) -> Result<Summary, BackupErr
     };
     let store = SledStore::open(dir)?;
     let mut summary = Summary::default();
-    let mut pending: Vec<(Vec<u8>, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = Vec::new();
+    let mut pending: Vec<TreeWrites> = Vec::new();
     let mut in_batch = 0;
     let mut number = 1;
     let mut ended = false;
