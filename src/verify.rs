@@ -176,20 +176,18 @@ pub fn verify(store: &SledStore) -> StoreResult<Report> {
             continue;
         };
         let place = format!("{}:{}", check.company, check.stream);
-        if seq != check.last + 1 {
-            let what = if seq == check.last + 2 {
-                format!(
-                    "seq {} is missing (the next stored event is {seq})",
-                    check.last + 1
-                )
+        // Keys sort by seq, so `seq > last` always; a gap is anything past `last + 1`.
+        let want = check.last.saturating_add(1);
+        if seq != want {
+            let what = if seq == want.saturating_add(1) {
+                format!("seq {want} is missing (the next stored event is {seq})")
             } else {
                 format!(
-                    "seqs {}..={} are missing (the next stored event is {seq})",
-                    check.last + 1,
+                    "seqs {want}..={} are missing (the next stored event is {seq})",
                     seq.saturating_sub(1)
                 )
             };
-            report.problem(&place, Some(check.last + 1), what);
+            report.problem(&place, Some(want), what);
         }
         check.last = seq;
         let env: Envelope = match rmp_serde::from_slice(&value) {
