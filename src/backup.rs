@@ -533,7 +533,12 @@ pub fn import(input: &mut dyn BufRead, dir: &Path) -> Result<Summary, BackupErro
             false
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(io(&format!("cannot read {}", dir.display()), e)),
+        Err(e) => {
+            return Err(io(
+                &format!("cannot use {} as the target directory", dir.display()),
+                e,
+            ))
+        }
     };
     let result = import_into(input, dir);
     if result.is_err() {

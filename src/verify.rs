@@ -16,6 +16,8 @@
 //!
 //! Not checked (not derivable from the log): the roster's contents (it comes from tokens) and the
 //! *order* of recent tags (it depends on the commit order across sessions).
+//! A store whose tags were added before the tag index existed shows tag usage differences; the
+//! writer never counted those tags, so they are real (harmless) disagreements, and reported.
 
 use crate::derived::sessions::SessionSummary;
 use crate::derived::tags::{decode_recent, TagUsage, RECENT_TAGS};
