@@ -9,7 +9,9 @@
 //!   a wrong derived record, an outcome past the head) fails verify with status 1 and each
 //!   problem named (and what follows from it); its export still round-trips exactly (it is a backup of what is there);
 //! - import refuses a non-empty target, malformed lines (naming the line) and truncated or
-//!   mangled files, leaves nothing behind, and never panics.
+//!   mangled files, leaves nothing behind, and never panics;
+//! - the store of a real `copanel serve` killed with SIGKILL while commands are in flight
+//!   verifies clean, holding at least every acknowledged event.
 
 mod support;
 
@@ -401,4 +403,113 @@ async fn import_refuses_bad_input_and_never_panics() {
         let result = std::panic::catch_unwind(|| backup::import(&mut input.as_slice(), &target));
         assert!(result.is_ok(), "mangled copy {i} panicked");
     }
+}
+
+/// A `copanel serve` child, killed (SIGKILL, by its own handle) and reaped when dropped, so a
+/// failing assertion never leaves it running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_after_sigkill_verifies_clean() {
+    use copanel::auth::{now_secs, Auth, Claims};
+    use copanel_protocol::{Encoding, ServerFrame};
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    const SECRET: &str = "backup-test-secret-0123456789";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_copanel"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                path(dir.path()),
+            ])
+            .args(["--secret", SECRET])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts copanel serve"),
+    );
+    // "copanel listening on ws://ADDR/ws (…)": the first line it prints.
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads the banner");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// address in {line:?}"))
+        .to_owned();
+    let auth = Auth::new(SECRET.as_bytes());
+    let token = |sub: &str, role: Role| {
+        auth.mint(&Claims {
+            sub: sub.into(),
+            company: "acme".into(),
+            role,
+            name: None,
+            groups: vec![],
+            exp: now_secs() + 600,
+        })
+        .expect("mints")
+    };
+    let mut svc =
+        support::Client::connect(&url, &token("platform", Role::Service), Encoding::Json).await;
+    for i in 0..3 {
+        let f = svc
+            .command(
+                &format!("session/k{i}"),
+                &format!("open-k{i}"),
+                open_session("op1"),
+            )
+            .await;
+        assert_eq!(ack_seq(&f), 1);
+    }
+    // 90 commands in flight (under the per-connection burst of 100); SIGKILL after 40 acks.
+    let mut op1 =
+        support::Client::connect(&url, &token("op1", Role::Operator), Encoding::Msgpack).await;
+    for i in 0..90 {
+        let cmd = if i % 3 == 0 {
+            json!({"kind": "add_tag", "tag": format!("t{}", i % 7)})
+        } else {
+            json!({"kind": "add_note", "text": format!("note {i}")})
+        };
+        op1.send_command(&format!("session/k{}", i % 3), &format!("c{i}"), cmd)
+            .await;
+    }
+    let mut acked = 0;
+    while acked < 40 {
+        match op1.recv().await {
+            ServerFrame::Ack { .. } => acked += 1,
+            ServerFrame::Error { code, message, .. } => panic!("refused: {code:?} {message}"),
+            _ => {}
+        }
+    }
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reaped");
+    drop(op1);
+    drop(svc);
+
+    let o = copanel(&["verify", "--data", path(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let events: u64 = out
+        .split(" streams, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {out}"));
+    assert!(events >= 3 + 40, "every acknowledged event is there: {out}");
+    assert!(out.contains("no problems"), "{out}");
 }
