@@ -15,12 +15,14 @@
 //! - [`auth`]: JWT HS256 tokens and the server secret.
 //! - [`metrics`]: process-wide counters, gauges and the ack latency histogram.
 //! - [`config`]: `serve`'s configuration: flags, environment, TOML file, defaults.
+//! - [`verify`], [`backup`]: the offline tools `copanel verify`, `export` and `import`.
 //! - The wire types and codecs are in the `copanel-protocol` crate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod derived;
@@ -30,5 +32,6 @@ pub mod metrics;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod verify;
 pub mod webhooks;
 pub mod writer;

@@ -1,4 +1,5 @@
-//! The `copanel` command: `serve` (the default), `token` and `demo`.
+//! The `copanel` command: `serve` (the default), `token`, `demo`, and the offline store tools
+//! `verify`, `export` and `import` (logic in [`copanel::verify`] and [`copanel::backup`]).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use copanel::auth::{self, Auth, Claims};
@@ -28,6 +29,43 @@ enum Cmd {
     Token(TokenArgs),
     /// Run a demo server: company `demo` with a seeded session; prints console links.
     Demo(DemoArgs),
+    /// Check a stopped server's store: gapless streams, decodable events, replay, outcomes,
+    /// derived records. Exit status 0 clean, 1 problems found, 2 cannot read the store.
+    Verify(VerifyArgs),
+    /// Write a stopped server's whole store as NDJSON (see RELIABILITY.md).
+    Export(ExportArgs),
+    /// Recreate a store from an export, in a new or empty directory.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Data directory of the store (the server must not be running on it).
+    #[arg(long)]
+    data: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Data directory of the store (the server must not be running on it).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write: a file (written beside it, then renamed) or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    out: PathBuf,
+    /// Also export the token secret (DATA/secret). It is a credential: off by default.
+    #[arg(long)]
+    include_secret: bool,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Data directory to create (must not exist, or be empty).
+    #[arg(long)]
+    data: PathBuf,
+    /// The export to read: a file or `-` for stdin.
+    #[arg(long = "in", default_value = "-")]
+    input: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +155,121 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
         Cmd::Demo(args) => demo(args),
+        Cmd::Verify(args) => verify(args),
+        Cmd::Export(args) => export(args),
+        Cmd::Import(args) => import(args),
+    }
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    let store = match copanel::backup::open_existing(&args.data) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("copanel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match copanel::verify::verify(&store) {
+        Ok(report) => {
+            println!("verify {}: {report}", args.data.display());
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "copanel: cannot read the store in {}: {e}",
+                args.data.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn export(args: ExportArgs) -> ExitCode {
+    let store = match copanel::backup::open_existing(&args.data) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("copanel: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let to_stdout = args.out.as_os_str() == "-";
+    let result = if to_stdout {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        copanel::backup::export(&store, &args.data, args.include_secret, &mut out)
+    } else {
+        export_to_file(&store, &args)
+    };
+    match result {
+        Ok(summary) => {
+            let to = if to_stdout {
+                "stdout".to_owned()
+            } else {
+                args.out.display().to_string()
+            };
+            eprintln!("exported {} to {to}: {summary}", args.data.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("copanel: export failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exports into `FILE.partial` and renames it to `FILE` once complete.
+fn export_to_file(
+    store: &copanel::store::SledStore,
+    args: &ExportArgs,
+) -> Result<copanel::backup::Summary, copanel::backup::BackupError> {
+    use copanel::backup::BackupError;
+    let mut partial = args.out.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let io = |e: std::io::Error| BackupError::Other(format!("{}: {e}", partial.display()));
+    let file = std::fs::File::create(&partial).map_err(io)?;
+    let mut out = std::io::BufWriter::new(file);
+    let summary = copanel::backup::export(store, &args.data, args.include_secret, &mut out);
+    let done = summary.and_then(|s| {
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&partial, &args.out)
+            .map_err(|e| BackupError::Other(format!("{}: {e}", args.out.display())))?;
+        Ok(s)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    done
+}
+
+fn import(args: ImportArgs) -> ExitCode {
+    let result = if args.input.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        copanel::backup::import(&mut input, &args.data)
+    } else {
+        match std::fs::File::open(&args.input) {
+            Ok(f) => copanel::backup::import(&mut std::io::BufReader::new(f), &args.data),
+            Err(e) => {
+                eprintln!("copanel: cannot open {}: {e}", args.input.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match result {
+        Ok(summary) => {
+            eprintln!("imported into {}: {summary}", args.data.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("copanel: import of {} failed: {e}", args.input.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -45,7 +45,7 @@ impl SessionSummary {
     }
 
     /// Folds one session event. Returns whether the summary changed (only then is it written).
-    fn fold(&mut self, event: &Event) -> bool {
+    pub fn fold(&mut self, event: &Event) -> bool {
         match event {
             Event::SessionOpened {
                 channel,

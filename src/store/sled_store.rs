@@ -38,6 +38,8 @@
 //! Never: write a record to the old handle after the copy has started, or name a directory in
 //! `CURRENT` before it is flushed.
 
+pub mod raw;
+
 use super::{
     AppendBatch, CommandOutcome, FlushFuture, IndexKind, Store, StoreError, StoreResult, StreamId,
 };
