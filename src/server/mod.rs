@@ -4,7 +4,8 @@
 //! # Layout
 //! - this file: [`Config`], [`start`], [`Running`] (the started server), `/healthz`, `/ws`'s
 //!   upgrade (token check before the upgrade, subprotocol choice, connection cap).
-//! - [`conn`]: one WebSocket connection: frames in, replies and live events out.
+//! - `conn`: one WebSocket connection: frames in, replies and live events out; `http` the
+//!   platform API, `console` the embedded console, `prom` `/metrics`, `query` the queries.
 //!
 //! Never: let a panic or an error of one connection reach another or the writer.
 
