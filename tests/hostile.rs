@@ -52,6 +52,9 @@ const QUEUE: usize = 64;
 async fn never_reading_clients_hold_no_memory_and_catch_up_later() {
     let server = TestServer::start_with(|c| {
         c.edge.outbound_queue = QUEUE;
+        // Never-reading clients do not answer pings either; keep a slow CI machine from
+        // closing them as idle before they start reading.
+        c.edge.idle_timeout = Duration::from_secs(300);
         c.edge.command_burst = 10_000.0;
         c.edge.commands_per_sec = 100_000.0;
         c.limits.parameter_value_chars = VALUE_CHARS;
