@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+/// Close code sent when a text frame is not valid UTF-8 (RFC 6455 "invalid frame payload data").
+pub const CLOSE_INVALID_UTF8: u16 = 1007;
 /// Close code sent when the token expires during the connection.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code sent when the client has been silent past the idle timeout.
@@ -215,6 +217,9 @@ impl Conn {
                 msg = stream.next() => {
                     last_heard = Instant::now();
                     match msg {
+                        Some(Err(e)) if invalid_utf8(&e) => {
+                            Err(End::Close(CLOSE_INVALID_UTF8, "invalid UTF-8 in a text frame"))
+                        }
                         None | Some(Err(_)) => Err(End::Gone),
                         Some(Ok(Message::Close(_))) => Err(End::Gone),
                         Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => Ok(()),
@@ -994,4 +999,15 @@ pub(super) fn command_reply(
             }
         }
     }
+}
+
+/// Whether a read failed because a text frame was not valid UTF-8 (the client is told with
+/// close 1007; every other read error means the socket is gone).
+fn invalid_utf8(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Utf8(_))
+    )
 }

@@ -1,0 +1,9 @@
+//! Client frame decoding, `copanel.v1.msgpack`: any bytes, no panic, round trips hold.
+#![no_main]
+
+#[path = "../../tests/fuzzing/mod.rs"]
+mod fuzzing;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    fuzzing::decode_frame(copanel_protocol::Encoding::Msgpack, data);
+});
