@@ -96,6 +96,8 @@ pub struct Config {
     pub edge: EdgeLimits,
     /// Webhook delivery settings (backoff, polling, timeouts).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Store a stream's state every this many events (`0`: never), see [`crate::snapshot`].
+    pub snapshot_every: u64,
 }
 
 impl Config {
@@ -109,6 +111,7 @@ impl Config {
             limits: Limits::default(),
             edge: EdgeLimits::default(),
             webhooks: crate::webhooks::WebhookConfig::default(),
+            snapshot_every: crate::snapshot::DEFAULT_EVERY,
         }
     }
 }
@@ -252,14 +255,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let outbox = crate::webhooks::Outbox::new();
     let webhooks =
         crate::webhooks::Webhooks::start(store.clone(), outbox.shared(), config.webhooks.clone())?;
-    let (writer, writer_task) = writer::spawn_with_outbox(
+    let (writer, writer_task) = writer::spawn_tuned(
         store.clone(),
         hub.clone(),
         contacts.clone(),
         config.durability,
         config.limits.clone(),
-        4096,
         outbox,
+        writer::Tuning {
+            queue: 4096,
+            snapshot_every: config.snapshot_every,
+        },
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
