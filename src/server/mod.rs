@@ -304,6 +304,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let durability = config.durability;
     let task = tokio::spawn(async move {
         let mut stop_rx2 = stop_rx.clone();
+        // No Nagle delay: frames are small and each write is already batched and flushed once
+        // (see `conn`); without it a reply of two frames (`subscribed`, `snapshot`) waits for
+        // the peer's delayed ACK, ~40 ms on Linux.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = stop_rx2.wait_for(|s| *s).await;
         });
