@@ -431,6 +431,15 @@ fn choose_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     ))
 }
 
+/// Bytes the WebSocket layer reads per call. tungstenite's default (128 KiB) is zero-filled
+/// and resident for every connection, idle or not: 2,000 idle connections cost 280 MB (140 KiB
+/// each; 15 KiB with this, see BENCHMARKS.md). Client frames are small (64 KiB at most); a
+/// larger one is read in several calls.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes queued before the WebSocket layer writes without waiting for a flush (the connection
+/// flushes after each batch anyway). Bounds the capacity a busy connection's buffer keeps.
+const WS_WRITE_BUFFER: usize = 16 * 1024;
+
 async fn ws_upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -480,5 +489,7 @@ async fn ws_upgrade(
     };
     ws.max_message_size(app.edge.hard_frame_bytes)
         .max_frame_size(app.edge.hard_frame_bytes)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .on_upgrade(move |socket| conn::run(app, socket, claims, enc, permit))
 }
