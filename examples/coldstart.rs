@@ -82,7 +82,10 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let bin = spawn::server_bin(args.bin.clone())?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let root = args.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let root = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let stores = [
         ("empty", 0, 1),
         ("small", args.small, 10.min(args.sessions).max(1)),
@@ -105,16 +108,18 @@ async fn run(args: Args) -> Result<(), String> {
             ready.push(took.as_secs_f64() * 1000.0);
             drop(server);
         }
+        let in_order: Vec<String> = ready.iter().map(|r| format!("{r:.0}")).collect();
         let r = spawn::median(&mut ready);
         let ratio = match baseline {
             Some(b) => format!(" ratio_to_empty={:.2}", r / b),
             None => String::new(),
         };
         println!(
-            "store={name} events={events} sessions={sessions} ready_ms_median={r:.1} ready_ms_min={:.1} ready_ms_max={:.1} size_mb={:.0}{ratio}",
+            "store={name} events={events} sessions={sessions} ready_ms_median={r:.1} ready_ms_min={:.1} ready_ms_max={:.1} size_mb={:.0}{ratio} ready_ms_in_order={}",
             ready.first().copied().unwrap_or_default(),
             ready.last().copied().unwrap_or_default(),
             dir_size(&data) as f64 / 1e6,
+            in_order.join(","),
         );
         if baseline.is_none() {
             baseline = Some(r);

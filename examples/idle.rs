@@ -33,9 +33,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const SECRET: &str = "idle-bench-secret-idle-bench-secret";
 /// Connections opened at once.
@@ -114,8 +113,8 @@ async fn run(args: Args) -> Result<(), String> {
             let auth = auth.clone();
             let addr = server.addr;
             async move {
-                let mut ws = connect(addr, &token(&auth, &format!("sup{k}"), Role::Supervisor)?)
-                    .await?;
+                let mut ws =
+                    connect(addr, &token(&auth, &format!("sup{k}"), Role::Supervisor)?).await?;
                 subscribe(&mut ws, k % sessions).await?;
                 Ok::<Ws, String>(ws)
             }

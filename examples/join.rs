@@ -156,8 +156,8 @@ async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
             operator_id: "op1".into(),
         },
     };
-    let mut commands = std::iter::once((who("platform", Role::Service), open)).chain(
-        (0..events).map(|i| {
+    let mut commands =
+        std::iter::once((who("platform", Role::Service), open)).chain((0..events).map(|i| {
             let cmd = if i % 10 == 0 {
                 Command::SetParameter {
                     key: format!("k{}", i % 50),
@@ -172,8 +172,7 @@ async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
                 }
             };
             (who("op1", Role::Operator), cmd)
-        }),
-    );
+        }));
     let mut n = 0u64;
     loop {
         let mut replies = Vec::with_capacity(CHUNK);
