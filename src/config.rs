@@ -64,6 +64,8 @@ pub struct FileConfig {
     pub secret: Option<String>,
     /// `"text"` or `"json"`.
     pub log_format: Option<LogFormat>,
+    /// Store a stream's state every this many events (`0`: never); see [`crate::snapshot`].
+    pub snapshot_every: Option<u64>,
     /// Limits.
     #[serde(default)]
     pub limits: FileLimits,
@@ -209,6 +211,9 @@ pub fn merge(over: Overrides, file: FileConfig) -> Result<Settings, ConfigError>
         .unwrap_or(DurabilityMode::Sync)
         .into();
     server.secret = over.secret.or(file.secret);
+    if let Some(n) = file.snapshot_every {
+        server.snapshot_every = n;
+    }
     let (edge, limits) = limits(&file.limits)?;
     server.edge = edge;
     server.limits = limits;

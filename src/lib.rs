@@ -8,6 +8,7 @@
 //! - [`domain`]: the rules. Pure `decide`/`apply` per stream kind; knows nothing of I/O.
 //! - [`store`]: the durable log ([`store::Store`] trait, sled implementation).
 //! - [`writer`]: the single writer task: idempotency, `expected_seq`, decide, group commit.
+//! - [`snapshot`]: persisted stream states, so a load folds only the tail of the log.
 //! - [`derived`]: projections kept beside the log for queries (tag usage, session summaries).
 //! - [`search`]: the in-memory contact search index.
 //! - [`hub`]: committed projections and live fan-out with bounded per-connection queues.
@@ -31,6 +32,7 @@ pub mod hub;
 pub mod metrics;
 pub mod search;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod verify;
 pub mod webhooks;

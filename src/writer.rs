@@ -17,6 +17,9 @@
 //! data gone. A durable marker written with the event makes the next start finish a redaction
 //! that a crash or an error interrupted.
 //!
+//! Snapshots: every `snapshot_every` events of a stream (see [`Tuning`]), the batch also carries
+//! the stream's state ([`crate::snapshot`]), so a load after a cache miss folds only the tail.
+//!
 //! Never: hand the hub or a client anything before the batch that holds it is durable (in
 //! `sync` mode).
 
@@ -51,8 +54,24 @@ const MAX_BATCH: usize = 512;
 /// Streams whose state the writer keeps in memory; beyond it an arbitrary one is dropped and
 /// reloaded from the log on next use.
 const MAX_CACHED_STREAMS: usize = 100_000;
-/// Events read per page while loading a stream.
-const LOAD_PAGE: usize = 1000;
+
+/// Settings of the writer beyond durability and the domain limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Capacity of the request queue.
+    pub queue: usize,
+    /// Store a stream's state every this many events (`0`: never; loads replay the whole log).
+    pub snapshot_every: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            queue: 4096,
+            snapshot_every: crate::snapshot::DEFAULT_EVERY,
+        }
+    }
+}
 
 /// A command to append.
 #[derive(Debug)]
@@ -151,6 +170,8 @@ impl WriterHandle {
 struct Cached {
     head: u64,
     state: StreamState,
+    /// The seq of the stream's latest stored snapshot (0: none known).
+    snap: u64,
 }
 
 struct Writer {
@@ -165,6 +186,8 @@ struct Writer {
     roster: HashMap<Arc<str>, BTreeMap<String, Vec<String>>>,
     /// The webhook outbox: one record per committed event, in the same batch.
     outbox: crate::webhooks::Outbox,
+    /// Events between stored snapshots of a stream (0: none).
+    snapshot_every: u64,
 }
 
 /// What `decide` sees of other streams: the writer's cache (everything `needs` named is loaded)
@@ -217,7 +240,24 @@ pub fn spawn_with_outbox(
     queue: usize,
     outbox: crate::webhooks::Outbox,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(queue);
+    let tuning = Tuning {
+        queue,
+        ..Tuning::default()
+    };
+    spawn_tuned(store, hub, contacts, durability, limits, outbox, tuning)
+}
+
+/// [`spawn_with_outbox`], with every setting of [`Tuning`].
+pub fn spawn_tuned(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    contacts: Arc<ContactIndex>,
+    durability: Durability,
+    limits: Limits,
+    outbox: crate::webhooks::Outbox,
+    tuning: Tuning,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(tuning.queue);
     let writer = Writer {
         store,
         hub,
@@ -228,6 +268,7 @@ pub fn spawn_with_outbox(
         derived: Derived::default(),
         roster: HashMap::new(),
         outbox,
+        snapshot_every: tuning.snapshot_every,
     };
     let task = tokio::spawn(writer.run(rx));
     (WriterHandle { tx }, task)
@@ -286,24 +327,35 @@ impl Writer {
             .ok_or_else(|| StoreError::Backend("cache entry vanished".into()))
     }
 
+    /// The latest snapshot plus the events after it (see [`crate::snapshot::load`]).
     fn load(&self, id: &StreamId) -> StoreResult<Cached> {
-        let mut state = domain::initial(id.stream.kind());
-        let mut head = 0;
-        loop {
-            let page = self.store.read(id, head + 1, LOAD_PAGE)?;
-            let n = page.len();
-            for env in &page {
-                if env.seq != head + 1 {
-                    return Err(StoreError::Corrupt {
-                        key: format!("{id}#{}", env.seq),
-                        why: format!("expected seq {}", head + 1),
-                    });
-                }
-                domain::apply(&mut state, env);
-                head = env.seq;
+        let loaded = crate::snapshot::load(self.store.as_ref(), id, None)?;
+        Ok(Cached {
+            head: loaded.head,
+            state: loaded.state,
+            snap: loaded.from_snapshot,
+        })
+    }
+
+    /// Stages a snapshot of every touched stream that is `snapshot_every` events or more past
+    /// its last one. A state that cannot be encoded is logged and skipped: loads replay more.
+    fn stage_snapshots(&mut self, touched: &[StreamId], batch: &mut AppendBatch) {
+        if self.snapshot_every == 0 {
+            return;
+        }
+        for id in touched {
+            let Some(c) = self.cache.get_mut(id) else {
+                continue;
+            };
+            if c.head < c.snap.saturating_add(self.snapshot_every) {
+                continue;
             }
-            if n < LOAD_PAGE {
-                return Ok(Cached { head, state });
+            match crate::snapshot::encode(&c.state) {
+                Ok(bytes) => {
+                    batch.snapshots.push((id.clone(), c.head, bytes));
+                    c.snap = c.head;
+                }
+                Err(e) => tracing::warn!(stream = %id, error = %e, "snapshot not stored"),
             }
         }
     }
@@ -341,6 +393,7 @@ impl Writer {
             }
         }
 
+        self.stage_snapshots(&touched, &mut batch);
         let redactions = note_redactions(&mut batch);
         // Webhook outbox records, in the same atomic write as their events.
         let outboxed = match self.outbox.stage(self.store.as_ref(), &mut batch) {

@@ -425,6 +425,7 @@ async fn an_interrupted_redaction_is_finished_at_the_next_start() {
                 key: "acme/session/crashed".into(),
                 value: Some(3u64.to_be_bytes().to_vec()),
             }],
+            ..AppendBatch::default()
         };
         store.append(&batch).unwrap();
         store.flush().await.unwrap();

@@ -918,26 +918,11 @@ impl Conn {
             );
         }
         let sid = self.sid(&stream);
-        let mut state = domain::initial(stream.kind());
-        let mut at = 0;
-        while at < seq {
-            let want = ((seq - at) as usize).min(1000);
-            let page = match self.app.store.read(&sid, at + 1, want) {
-                Ok(p) if !p.is_empty() => p,
-                Ok(_) => {
-                    return store_error(
-                        id,
-                        &stream,
-                        StoreError::Backend(format!("events from {} missing", at + 1)),
-                    )
-                }
-                Err(e) => return store_error(id, &stream, e),
-            };
-            for env in &page {
-                domain::apply(&mut state, env);
-                at = env.seq;
-            }
-        }
+        // The latest snapshot at or before `seq`, then the events after it.
+        let state = match crate::snapshot::load(self.app.store.as_ref(), &sid, Some(seq)) {
+            Ok(l) => l.state,
+            Err(e) => return store_error(id, &stream, e),
+        };
         ServerFrame::State {
             id,
             stream,

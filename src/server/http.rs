@@ -642,23 +642,17 @@ async fn session_state_at(
         ));
     }
     let sid = StreamId::new(Arc::from(claims.company.as_str()), stream.clone());
-    let mut state = domain::initial(stream.kind());
-    let mut done = 0;
-    while done < at {
-        let want = ((at - done) as usize).min(1000);
-        let page = read_page(&app, &sid, done + 1, want).await?;
-        if page.is_empty() {
-            return Err(ApiError::from_frame(store_error(
-                None,
-                &stream,
-                StoreError::Backend(format!("events from {} missing", done + 1)),
-            )));
-        }
-        for env in &page {
-            domain::apply(&mut state, env);
-            done = env.seq;
-        }
-    }
+    // The latest snapshot at or before `at`, then the events after it; off the async workers
+    // (sled reads block).
+    let store = app.store.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::snapshot::load(store.as_ref(), &sid, Some(at)))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("the read task failed: {e}"))));
+    let state = match loaded {
+        Ok(l) => l.state,
+        Err(e) => return Err(ApiError::from_frame(store_error(None, &stream, e))),
+    };
     Ok(Json(json!({ "seq": at, "state": state })).into_response())
 }
 

@@ -103,6 +103,8 @@ pub struct Config {
     pub edge: EdgeLimits,
     /// Webhook delivery settings (backoff, polling, timeouts).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Store a stream's state every this many events (`0`: never), see [`crate::snapshot`].
+    pub snapshot_every: u64,
 }
 
 impl Config {
@@ -116,6 +118,7 @@ impl Config {
             limits: Limits::default(),
             edge: EdgeLimits::default(),
             webhooks: crate::webhooks::WebhookConfig::default(),
+            snapshot_every: crate::snapshot::DEFAULT_EVERY,
         }
     }
 }
@@ -261,14 +264,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let outbox = crate::webhooks::Outbox::new();
     let webhooks =
         crate::webhooks::Webhooks::start(store.clone(), outbox.shared(), config.webhooks.clone())?;
-    let (writer, writer_task) = writer::spawn_with_outbox(
+    let (writer, writer_task) = writer::spawn_tuned(
         store.clone(),
         hub.clone(),
         contacts.clone(),
         config.durability,
         config.limits.clone(),
-        4096,
         outbox,
+        writer::Tuning {
+            queue: 4096,
+            snapshot_every: config.snapshot_every,
+        },
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -311,6 +317,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let durability = config.durability;
     let task = tokio::spawn(async move {
         let mut stop_rx2 = stop_rx.clone();
+        // No Nagle delay: frames are small and each write is already batched and flushed once
+        // (see `conn`); without it a reply of two frames (`subscribed`, `snapshot`) waits for
+        // the peer's delayed ACK, ~40 ms on Linux.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = stop_rx2.wait_for(|s| *s).await;
         });
@@ -430,6 +444,15 @@ fn choose_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     ))
 }
 
+/// Bytes the WebSocket layer reads per call. tungstenite's default (128 KiB) is zero-filled
+/// and resident for every connection, idle or not: 2,000 idle connections cost 280 MB (140 KiB
+/// each; 15 KiB with this, see BENCHMARKS.md). Client frames are small (64 KiB at most); a
+/// larger one is read in several calls.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes queued before the WebSocket layer writes without waiting for a flush (the connection
+/// flushes after each batch anyway). Bounds the capacity a busy connection's buffer keeps.
+const WS_WRITE_BUFFER: usize = 16 * 1024;
+
 async fn ws_upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -479,5 +502,7 @@ async fn ws_upgrade(
     };
     ws.max_message_size(app.edge.hard_frame_bytes)
         .max_frame_size(app.edge.hard_frame_bytes)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .on_upgrade(move |socket| conn::run(app, socket, claims, enc, permit))
 }

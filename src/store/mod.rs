@@ -66,12 +66,18 @@ pub struct AppendBatch {
     pub outcomes: Vec<(StreamId, String, CommandOutcome)>,
     /// Derived records to write or delete with the events (see [`IndexKind`]).
     pub index: Vec<IndexWrite>,
+    /// Stream snapshots to store with the events: the stream, the seq the state reflects and
+    /// the encoded state (see [`crate::snapshot`]).
+    pub snapshots: Vec<(StreamId, u64, Vec<u8>)>,
 }
 
 impl AppendBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.outcomes.is_empty() && self.index.is_empty()
+        self.events.is_empty()
+            && self.outcomes.is_empty()
+            && self.index.is_empty()
+            && self.snapshots.is_empty()
     }
 }
 
@@ -209,9 +215,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.index_scan(company, kind)?.pop())
     }
 
+    /// The stored snapshot of `id` with the greatest seq at or before `at_most`, as (seq, value).
+    /// The default (a store that keeps none) has none.
+    fn snapshot(&self, id: &StreamId, at_most: u64) -> StoreResult<Option<(u64, Vec<u8>)>> {
+        let _ = (id, at_most);
+        Ok(None)
+    }
+
     /// Rewrites events `1..=upto` of stream `id` with `f` applied, so that what `f` removes is
     /// gone *from disk*, not only from later reads (anonymisation). Everything else, and every
-    /// other record, stays as it is. May be slow (the sled store copies itself: O(store size),
-    /// appends wait meanwhile); idempotent when `f` is.
+    /// other record, stays as it is, except the stream's snapshots, which are deleted (they
+    /// hold the same personal data; loads replay the redacted log). May be slow (the sled store
+    /// copies itself: O(store size), appends wait meanwhile); idempotent when `f` is.
     fn redact(&self, id: &StreamId, upto: u64, f: &dyn Fn(&mut Envelope)) -> StoreResult<()>;
 }

@@ -5,6 +5,8 @@
 //! - `e` company `\0` stream `\0` seq (u64 big-endian) → the event envelope (MessagePack)
 //! - `c` company `\0` stream `\0` command_id → the command's outcome (MessagePack)
 //! - `x` kind company `\0` key → a derived record ([`IndexKind`])
+//! - `s` company `\0` stream `\0` seq (u64 big-endian) → the stream's state after that event
+//!   ([`crate::snapshot`]); deleted for a stream by [`Store::redact`]
 //! - `m` name → store metadata (`epoch`)
 //!
 //! One tree and `apply_batch` make a whole batch atomic across streams without a transaction.
@@ -55,6 +57,7 @@ const EVENT: u8 = b'e';
 const OUTCOME: u8 = b'c';
 const META: u8 = b'm';
 const INDEX: u8 = b'x';
+const SNAPSHOT: u8 = b's';
 
 /// The pointer file naming the live sled directory.
 const CURRENT: &str = "CURRENT";
@@ -112,6 +115,12 @@ fn stream_prefix(kind: u8, company: &str, stream: &str) -> Vec<u8> {
 
 fn event_key(company: &str, stream: &str, seq: u64) -> Vec<u8> {
     let mut k = stream_prefix(EVENT, company, stream);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn snapshot_key(id: &StreamId, seq: u64) -> Vec<u8> {
+    let mut k = stream_prefix(SNAPSHOT, &id.company, id.stream.as_str());
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
@@ -352,6 +361,8 @@ impl SledStore {
         f: &dyn Fn(&mut Envelope),
     ) -> StoreResult<usize> {
         let events = stream_prefix(EVENT, &id.company, id.stream.as_str());
+        // The stream's snapshots fold the unredacted events: not copied (loads replay instead).
+        let snapshots = stream_prefix(SNAPSHOT, &id.company, id.stream.as_str());
         let mut copied = 0;
         for name in old.tree_names() {
             let from = old.open_tree(&name).map_err(backend)?;
@@ -364,6 +375,9 @@ impl SledStore {
             let mut in_batch = 0;
             for item in from.iter() {
                 let (k, v) = item.map_err(backend)?;
+                if k.starts_with(&snapshots) {
+                    continue;
+                }
                 let redact = k.starts_with(&events) && seq_of(&k).is_some_and(|s| s <= upto);
                 if redact {
                     let mut env: Envelope =
@@ -473,6 +487,9 @@ impl Store for SledStore {
             let v = rmp_serde::to_vec_named(outcome).map_err(backend)?;
             b.insert(outcome_key(id, command_id), v);
         }
+        for (id, seq, v) in &batch.snapshots {
+            b.insert(snapshot_key(id, *seq), v.as_slice());
+        }
         for w in &batch.index {
             let mut k = index_prefix(&w.company, w.kind);
             k.extend_from_slice(w.key.as_bytes());
@@ -488,6 +505,22 @@ impl Store for SledStore {
     fn flush(&self) -> FlushFuture {
         let db = self.db();
         Box::pin(async move { db.flush_async().await.map(|_| ()).map_err(backend) })
+    }
+
+    fn snapshot(&self, id: &StreamId, at_most: u64) -> StoreResult<Option<(u64, Vec<u8>)>> {
+        let start = stream_prefix(SNAPSHOT, &id.company, id.stream.as_str());
+        let end = snapshot_key(id, at_most);
+        match self.db().range(start..=end).next_back() {
+            None => Ok(None),
+            Some(Ok((k, v))) => {
+                let seq = seq_of(&k).ok_or_else(|| StoreError::Corrupt {
+                    key: printable(&k),
+                    why: "snapshot key without a seq".into(),
+                })?;
+                Ok(Some((seq, v.to_vec())))
+            }
+            Some(Err(e)) => Err(backend(e)),
+        }
     }
 
     fn index_scan(&self, company: &str, kind: IndexKind) -> StoreResult<Vec<(String, Vec<u8>)>> {

@@ -1,0 +1,121 @@
+//! Shared by the `coldstart` and `idle` examples: spawning the real `copanel` binary on a data
+//! directory, timing it to `/healthz`, reading its RSS, stopping it by its pid.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a server may take to answer `/healthz`.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// The `copanel` binary: `--bin` if given, else the one built beside this example
+/// (`target/<profile>/copanel`, since examples live in `target/<profile>/examples/`).
+pub fn server_bin(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(b) = given {
+        return Ok(b);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("copanel"))
+        .ok_or("cannot locate the copanel binary; pass --bin")?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it (cargo build --release --bin copanel) or pass --bin",
+            bin.display()
+        ))
+    }
+}
+
+/// A spawned server, killed (by its pid) and reaped on drop.
+pub struct Spawned {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound then released).
+fn free_addr() -> Result<SocketAddr, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// Spawns `bin serve` on `data`; returns it and the time from spawn to the first `/healthz`
+/// that answers 200 (polled every millisecond).
+pub async fn spawn(bin: &Path, data: &Path, secret: &str) -> Result<(Spawned, Duration), String> {
+    let addr = free_addr()?;
+    let log_path = data.with_extension("log");
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data")
+        .arg(data)
+        .arg("--secret")
+        .arg(secret)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut server = Spawned { child, addr };
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("the server exited at start ({status}):\n{log}"));
+        }
+        if healthz(addr).await {
+            return Ok((server, started.elapsed()));
+        }
+        if started.elapsed() > READY_WITHIN {
+            return Err(format!("no /healthz on {addr} within {READY_WITHIN:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Whether `GET /healthz` answers 200.
+pub async fn healthz(addr: SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let req = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if s.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// `VmRSS` of a process, KiB (Linux `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Sorts and returns the median.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}

@@ -1,0 +1,287 @@
+//! Cold join of a long session: subscribe (with snapshot) to the first `snapshot` frame, over a
+//! real socket, against a freshly started server (empty writer cache and hub), with persisted
+//! snapshots and — the baseline, in the same run — without them (a full replay of the log).
+//!
+//! ```text
+//! cargo run --release --example join -- [--events 100000] [--every 1000] [--trials 5]
+//! ```
+//!
+//! For each mode it fills one session of a temp store with `--events` events through the real
+//! writer (mostly `post_message`, some `set_parameter`), then `--trials` times: starts the
+//! server on that store, connects, subscribes, times until the `snapshot` frame, also times a
+//! `state_at` in the middle of the log, and stops the server. One line per mode:
+//!
+//! ```text
+//! mode=replay events=100001 join_ms_median=... join_ms_min=... state_at_ms_median=...
+//! mode=snapshots every=1000 events=100001 join_ms_median=... ... speedup=...
+//! ```
+
+use clap::Parser;
+use copanel::auth::{now_secs, Claims};
+use copanel::domain::{Limits, Principal};
+use copanel::hub::Hub;
+use copanel::server::{self, Config};
+use copanel::store::{SledStore, Store};
+use copanel::writer::{self, CommandRequest, Durability, Tuning};
+use copanel_protocol::codec::decode_server;
+use copanel_protocol::{Command, Encoding, MessageFrom, Owner, Role, ServerFrame, StreamName};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "join-bench-secret-join-bench-secret";
+const SESSION: &str = "bench1";
+/// Commands submitted before awaiting their replies (the writer groups them).
+const CHUNK: usize = 2000;
+/// How long one frame may take before the run is declared failed.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Parser)]
+struct Args {
+    /// Events in the session (plus the `session_opened`).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Snapshot interval of the snapshot mode.
+    #[arg(long, default_value_t = copanel::snapshot::DEFAULT_EVERY)]
+    every: u64,
+    /// Cold joins per mode (each on a freshly started server).
+    #[arg(long, default_value_t = 5)]
+    trials: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("join: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut baseline = None;
+    for every in [0, args.every] {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        fill(dir.path(), every, args.events).await?;
+        eprintln!(
+            "filled {} events (snapshot_every={every}) in {:.1} s",
+            args.events + 1,
+            started.elapsed().as_secs_f64()
+        );
+        let mut joins = Vec::new();
+        let mut states = Vec::new();
+        for _ in 0..args.trials {
+            let (j, s) = cold_join(dir.path(), every, args.events / 2 + 1).await?;
+            joins.push(j);
+            states.push(s);
+        }
+        let join = median(&mut joins);
+        let mode = if every == 0 {
+            "mode=replay".to_string()
+        } else {
+            format!("mode=snapshots every={every}")
+        };
+        let ratio = match baseline {
+            Some(b) => format!(" speedup={:.1}x", b / join),
+            None => String::new(),
+        };
+        println!(
+            "{mode} events={} join_ms_median={:.2} join_ms_min={:.2} join_ms_max={:.2} state_at_mid_ms_median={:.2}{ratio}",
+            args.events + 1,
+            join,
+            joins.first().copied().unwrap_or_default(),
+            joins.last().copied().unwrap_or_default(),
+            median(&mut states),
+        );
+        if every == 0 {
+            baseline = Some(join);
+        }
+    }
+    Ok(())
+}
+
+/// Sorts and returns the median.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Opens the session and appends `events` commands through the real writer.
+async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).map_err(|e| e.to_string())?);
+    let (w, task) = writer::spawn_tuned(
+        store,
+        Arc::new(Hub::new()),
+        Arc::new(copanel::search::ContactIndex::new()),
+        Durability::Sync,
+        Limits::default(),
+        copanel::webhooks::Outbox::new(),
+        Tuning {
+            queue: 4096,
+            snapshot_every: every,
+        },
+    );
+    let company: Arc<str> = Arc::from("acme");
+    let stream = StreamName::session(SESSION).map_err(|e| e.to_string())?;
+    let who = |id: &str, role| Principal {
+        id: id.into(),
+        role,
+        groups: vec![],
+    };
+    let open = Command::OpenSession {
+        channel: "chat".into(),
+        client: Default::default(),
+        parameters: Default::default(),
+        owner: Owner::Operator {
+            operator_id: "op1".into(),
+        },
+    };
+    let mut commands =
+        std::iter::once((who("platform", Role::Service), open)).chain((0..events).map(|i| {
+            let cmd = if i % 10 == 0 {
+                Command::SetParameter {
+                    key: format!("k{}", i % 50),
+                    value: format!("value {i}"),
+                    read_only: None,
+                }
+            } else {
+                Command::PostMessage {
+                    from: MessageFrom::Operator,
+                    text: Some(format!("message number {i} of the long session")),
+                    template_id: None,
+                }
+            };
+            (who("op1", Role::Operator), cmd)
+        }));
+    let mut n = 0u64;
+    loop {
+        let mut replies = Vec::with_capacity(CHUNK);
+        for (principal, command) in commands.by_ref().take(CHUNK) {
+            n += 1;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            w.submit(CommandRequest {
+                company: company.clone(),
+                principal,
+                stream: stream.clone(),
+                command_id: format!("c{n}"),
+                expected_seq: None,
+                command,
+                reply: tx,
+            })
+            .await;
+            replies.push(rx);
+        }
+        if replies.is_empty() {
+            break;
+        }
+        for r in replies {
+            r.await
+                .map_err(|_| "the writer stopped".to_string())?
+                .map_err(|e| format!("command refused: {e}"))?;
+        }
+    }
+    drop(w);
+    task.await.map_err(|e| e.to_string())
+}
+
+/// Starts a server on `dir`, joins the session once (ms to the snapshot frame), asks for the
+/// state at `mid` (ms to the state frame), stops the server.
+async fn cold_join(dir: &Path, every: u64, mid: u64) -> Result<(f64, f64), String> {
+    let mut config = Config::new(
+        "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+        dir.to_path_buf(),
+    );
+    config.secret = Some(SECRET.into());
+    config.snapshot_every = every;
+    let running = server::start(config).await.map_err(|e| e.to_string())?;
+    let token = running
+        .auth
+        .mint(&Claims {
+            sub: "op1".into(),
+            company: "acme".into(),
+            role: Role::Operator,
+            name: None,
+            groups: Vec::new(),
+            exp: now_secs() + 3600,
+        })
+        .map_err(|e| e.to_string())?;
+    let mut req = format!("ws://{}/ws", running.addr)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
+    );
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(Encoding::Json.subprotocol()),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = format!("session/{SESSION}");
+    let t = Instant::now();
+    let sub = json!({"type": "subscribe", "id": 1, "stream": stream});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for(&mut ws, |f| matches!(f, ServerFrame::Snapshot { .. })).await?;
+    let join = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let at = json!({"type": "state_at", "id": 2, "stream": stream, "seq": mid});
+    ws.send(Message::Text(at.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for(&mut ws, |f| matches!(f, ServerFrame::State { .. })).await?;
+    let state_at = t.elapsed().as_secs_f64() * 1000.0;
+    let _ = ws.close(None).await;
+    running.shutdown().await;
+    Ok((join, state_at))
+}
+
+/// Reads frames until one matches; an `error` frame or a timeout fails the run.
+async fn wait_for(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    want: impl Fn(&ServerFrame) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => return Err(format!("no answer within {WAIT:?}")),
+            Ok(None) => return Err("the server closed the connection".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let Message::Text(text) = msg else { continue };
+        let frame = decode_server(Encoding::Json, text.as_bytes()).map_err(|e| e.to_string())?;
+        if want(&frame) {
+            return Ok(());
+        }
+        if let ServerFrame::Error { .. } = frame {
+            return Err(format!("error frame: {text}"));
+        }
+    }
+}
