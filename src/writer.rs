@@ -17,6 +17,16 @@
 //! data gone. A durable marker written with the event makes the next start finish a redaction
 //! that a crash or an error interrupted.
 //!
+//! Storage faults (a full disk, an I/O error): a batch whose append or flush fails is refused
+//! as a whole (`unavailable` to every command in it; the outcome is unknown to the client, which
+//! retries with the same `command_id`), nothing of it is published, and the cached states,
+//! derived records and outbox heads it touched are dropped and reloaded from the store. A batch
+//! whose *append* succeeded but whose *flush* failed is in the store (sled cannot take it back)
+//! without being durable: the writer keeps it aside ([`Unflushed`]) and, before it acks or
+//! installs anything else, flushes again; once a flush succeeds, those events are published
+//! first, in order, so the hub never skips a seq, and a retry finds the stored outcome and gets
+//! it (exactly once). [`StoreHealth`] tells `/healthz` about the last failure.
+//!
 //! Never: hand the hub or a client anything before the batch that holds it is durable (in
 //! `sync` mode).
 
@@ -112,9 +122,51 @@ enum Msg {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    health: Arc<StoreHealth>,
+}
+
+/// What the writer last saw of the store: whether its last write failed, and how often writes
+/// failed since the start. Read by `/healthz`.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// The error of the last failed append or flush; cleared by the next successful flush.
+    last_error: parking_lot::Mutex<Option<String>>,
+    /// Failed appends and flushes since the start.
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl StoreHealth {
+    /// The error of the last write, if it failed (`None` once a later flush succeeded).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Failed appends and flushes since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn failed(&self, e: &StoreError) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last_error.lock() = Some(e.to_string());
+    }
+
+    fn ok(&self) {
+        let mut last = self.last_error.lock();
+        if last.is_some() {
+            tracing::info!("the store takes writes again");
+            *last = None;
+        }
+    }
 }
 
 impl WriterHandle {
+    /// The store's health as the writer last saw it.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
     /// Queues a command; waits for room in the queue (backpressure), not for the result.
     pub async fn submit(&self, req: CommandRequest) {
         if let Err(mpsc::error::SendError(Msg::Command(req))) =
@@ -165,6 +217,18 @@ struct Writer {
     roster: HashMap<Arc<str>, BTreeMap<String, Vec<String>>>,
     /// The webhook outbox: one record per committed event, in the same batch.
     outbox: crate::webhooks::Outbox,
+    /// Batches appended but not flushed (their flush failed): published at the next good flush.
+    unflushed: Option<Unflushed>,
+    health: Arc<StoreHealth>,
+}
+
+/// Batches whose append succeeded and whose flush failed: in the store (readable, perhaps on
+/// disk) but neither published nor acked. Published, in order, once a flush succeeds.
+#[derive(Default)]
+struct Unflushed {
+    events: Vec<(Arc<str>, Arc<Envelope>)>,
+    outboxed: Vec<(Arc<str>, u64)>,
+    redactions: Vec<(StreamId, u64)>,
 }
 
 /// What `decide` sees of other streams: the writer's cache (everything `needs` named is loaded)
@@ -218,6 +282,7 @@ pub fn spawn_with_outbox(
     outbox: crate::webhooks::Outbox,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue);
+    let health = Arc::new(StoreHealth::default());
     let writer = Writer {
         store,
         hub,
@@ -228,9 +293,11 @@ pub fn spawn_with_outbox(
         derived: Derived::default(),
         roster: HashMap::new(),
         outbox,
+        unflushed: None,
+        health: health.clone(),
     };
     let task = tokio::spawn(writer.run(rx));
-    (WriterHandle { tx }, task)
+    (WriterHandle { tx, health }, task)
 }
 
 /// FNV-1a over the command's MessagePack encoding: stable across builds, unlike `std`'s
@@ -350,10 +417,15 @@ impl Writer {
                 return;
             }
         };
-        if !batch.is_empty() {
-            if let Err(e) = self.store.append(&batch) {
-                self.failed(&e, &batch, &touched, pending, loads);
-                return;
+        // After a failed flush, nothing is acked (an idempotent retry of an unflushed command
+        // included) or installed before a flush succeeds.
+        let must_flush = self.unflushed.is_some() && (!pending.is_empty() || !loads.is_empty());
+        if !batch.is_empty() || must_flush {
+            if !batch.is_empty() {
+                if let Err(e) = self.store.append(&batch) {
+                    self.failed(&e, &batch, &touched, pending, loads);
+                    return;
+                }
             }
             if self.durability == Durability::Relaxed {
                 // Acked before the flush; published only after it, so no subscriber ever sees
@@ -362,10 +434,28 @@ impl Writer {
             }
             if let Err(e) = self.store.flush().await {
                 self.failed(&e, &batch, &touched, pending, loads);
+                // Appended, so in the store: publish it once a flush makes it durable.
+                let carry = self.unflushed.get_or_insert_with(Unflushed::default);
+                carry.events.extend(batch.events);
+                carry.outboxed.extend(outboxed);
+                carry.redactions.extend(redactions);
                 return;
             }
+            self.health.ok();
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
+        }
+        // What earlier failed flushes left goes first, in append order.
+        let (mut events, mut outboxed, mut redactions) = (batch.events, outboxed, redactions);
+        if let Some(carry) = self.unflushed.take() {
+            tracing::info!(
+                events = carry.events.len(),
+                "events of a batch whose flush had failed are durable now"
+            );
+            metrics::EVENTS_APPENDED.add(carry.events.len() as u64);
+            events.splice(0..0, carry.events);
+            outboxed.splice(0..0, carry.outboxed);
+            redactions.splice(0..0, carry.redactions);
         }
         // Erase before publishing and acking: whoever learns of `session_anonymized` (the
         // admin's ack, a subscriber) and then reads the history finds the data gone.
@@ -374,7 +464,7 @@ impl Writer {
         }
         // Publish before acking: a client that reads right after its ack (history, state_at,
         // a query) must find its own write. Publishing is in-memory and never blocks.
-        for (company, env) in batch.events {
+        for (company, env) in events {
             if env.stream.kind() == StreamKind::Contact {
                 self.contacts.on_committed(&company, &env);
             }
@@ -396,8 +486,9 @@ impl Writer {
         Vec::new()
     }
 
-    /// A batch could not be written or flushed: nothing is acked or published, and the cached
-    /// states that include it are dropped so they reload from the log.
+    /// A batch could not be written or flushed: nothing is acked, published or installed, and
+    /// the cached states, derived records and outbox heads that include it are dropped so they
+    /// reload from the log.
     fn failed(
         &mut self,
         e: &StoreError,
@@ -407,6 +498,8 @@ impl Writer {
         loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>,
     ) {
         tracing::error!(error = %e, events = batch.events.len(), "batch not written");
+        self.health.failed(e);
+        metrics::STORE_FAILURES.inc();
         for id in touched {
             self.cache.remove(id);
         }
@@ -419,7 +512,11 @@ impl Writer {
                 "the store could not take the write ({e}); retry with the same command_id"
             ))));
         }
-        self.answer_loads(loads);
+        // Not installed: the store may hold events not yet durable (a failed flush), which the
+        // hub must not see before they are.
+        for (_, reply) in loads {
+            let _ = reply.send(Err(e.clone()));
+        }
     }
 
     /// One command: access, idempotency, then decide. Stages accepted events into `batch`.
