@@ -174,6 +174,20 @@ fn open_sled(path: &Path) -> StoreResult<sled::Db> {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                return Err(at_path(
+                    "cannot open the data directory",
+                    path,
+                    "it is locked by another process (is another copanel serving it?); stop that one first",
+                ))
+            }
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
+                return Err(at_path(
+                    "cannot open the data directory",
+                    path,
+                    format!("its files are damaged or not a copanel store ({e}); restore a backup"),
+                ))
+            }
             Err(e) => return Err(at_path("cannot open the data directory", path, e)),
         }
     }
@@ -229,9 +243,12 @@ fn remove_dir(path: &Path) -> StoreResult<()> {
 }
 
 /// Decides which sled directory is live, creating or migrating as needed, and deletes what an
-/// interrupted compaction left. Returns the live directory's name.
-fn prepare_dir(dir: &Path) -> StoreResult<String> {
+/// interrupted compaction left. Returns the live directory's name, and whether the store is
+/// new (no `CURRENT` yet: the caller writes it once the new store's epoch is durable, so that a
+/// `CURRENT` always names a store that has an epoch record).
+fn prepare_dir(dir: &Path) -> StoreResult<(String, bool)> {
     fs::create_dir_all(dir).map_err(|e| at_path("cannot create the data directory", dir, e))?;
+    let mut fresh = false;
     let live = match read_current(dir)? {
         Some(name) => {
             if !dir.join(&name).is_dir() {
@@ -259,8 +276,8 @@ fn prepare_dir(dir: &Path) -> StoreResult<String> {
             if moved {
                 tracing::info!(dir = %dir.display(), "moved the store into {name}");
             }
-            // Also makes the new directory's entry durable before `CURRENT` names it.
-            write_current(dir, &name)?;
+            // `CURRENT` is written by `SledStore::open` once the epoch is durable.
+            fresh = true;
             name
         }
     };
@@ -283,7 +300,7 @@ fn prepare_dir(dir: &Path) -> StoreResult<String> {
         }
         _ => {}
     }
-    Ok(live)
+    Ok((live, fresh))
 }
 
 /// Top-level sled files of a store from before `CURRENT`.
@@ -305,13 +322,24 @@ impl SledStore {
     /// cannot be opened: locked by another process, not writable, `CURRENT` unreadable or naming
     /// a missing directory, or not a sled store.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        let live = prepare_dir(dir)?;
+        let (live, fresh) = prepare_dir(dir)?;
         let db = open_sled(&dir.join(&live))?;
         let epoch = match db.get(epoch_key()) {
             Ok(Some(v)) => String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
                 key: "m/epoch".into(),
                 why: e.to_string(),
             })?,
+            Ok(None) if !fresh => {
+                // `CURRENT` is written only after the epoch is flushed: an existing store
+                // without one has lost its records (sled files overwritten or truncated; sled
+                // reads a damaged log as empty). Refuse rather than start over on top of it.
+                return Err(at_path(
+                    "cannot open the data directory",
+                    &dir.join(&live),
+                    "its files are damaged: the store's epoch record is missing, so its log \
+                     cannot be trusted; restore a backup (or move the directory away to start empty)",
+                ));
+            }
             Ok(None) => {
                 let epoch = format!("{:016x}", rand::random::<u64>());
                 db.insert(epoch_key(), epoch.as_bytes()).map_err(backend)?;
@@ -320,6 +348,11 @@ impl SledStore {
             }
             Err(e) => return Err(at_path("cannot read the store in", &dir.join(&live), e)),
         };
+        if fresh {
+            // Also makes the new directory's entry durable before `CURRENT` names it.
+            sync_dir(&dir.join(&live))?;
+            write_current(dir, &live)?;
+        }
         Ok(SledStore {
             db: RwLock::new(Arc::new(db)),
             gate: RwLock::new(()),
