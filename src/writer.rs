@@ -219,6 +219,8 @@ struct Writer {
     outbox: crate::webhooks::Outbox,
     /// Batches appended but not flushed (their flush failed): published at the next good flush.
     unflushed: Option<Unflushed>,
+    /// A write failed and no flush has succeeded since: ask the store to recover first.
+    broken: bool,
     health: Arc<StoreHealth>,
 }
 
@@ -294,6 +296,7 @@ pub fn spawn_with_outbox(
         roster: HashMap::new(),
         outbox,
         unflushed: None,
+        broken: false,
         health: health.clone(),
     };
     let task = tokio::spawn(writer.run(rx));
@@ -376,6 +379,9 @@ impl Writer {
     }
 
     async fn batch(&mut self, msgs: Vec<Msg>) {
+        if self.broken {
+            self.recover().await;
+        }
         let now = now_ms();
         let mut batch = AppendBatch::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -420,7 +426,8 @@ impl Writer {
         // After a failed flush, nothing is acked (an idempotent retry of an unflushed command
         // included) or installed before a flush succeeds.
         let must_flush = self.unflushed.is_some() && (!pending.is_empty() || !loads.is_empty());
-        if !batch.is_empty() || must_flush {
+        let flushed = !batch.is_empty() || must_flush;
+        if flushed {
             if !batch.is_empty() {
                 if let Err(e) = self.store.append(&batch) {
                     self.failed(&e, &batch, &touched, pending, loads);
@@ -442,12 +449,13 @@ impl Writer {
                 return;
             }
             self.health.ok();
+            self.broken = false;
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
         }
-        // What earlier failed flushes left goes first, in append order.
+        // What earlier failed flushes left goes first, in append order, once a flush succeeded.
         let (mut events, mut outboxed, mut redactions) = (batch.events, outboxed, redactions);
-        if let Some(carry) = self.unflushed.take() {
+        if let Some(carry) = self.unflushed.take_if(|_| flushed) {
             tracing::info!(
                 events = carry.events.len(),
                 "events of a batch whose flush had failed are durable now"
@@ -477,6 +485,64 @@ impl Writer {
         self.answer_loads(loads);
     }
 
+    /// After a failed write: lets the store recover (sled must be reopened after an I/O error).
+    /// If it was reopened, it holds what was durable, which may be less than what the writer
+    /// appended: every cached state, derived record, roster and outbox head is dropped, and of
+    /// the batches kept aside after a failed flush, the prefix that is in the store is published
+    /// (it is durable now) and the rest forgotten (never acked, never published: lost by the
+    /// disk, and their commands get a fresh decision when retried).
+    async fn recover(&mut self) {
+        let store = self.store.clone();
+        let reopened = match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the store could not recover yet");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's recovery task failed");
+                return;
+            }
+        };
+        if !reopened {
+            return;
+        }
+        self.cache.clear();
+        self.derived.clear();
+        self.roster.clear();
+        self.outbox.reset();
+        let Some(carry) = self.unflushed.take() else {
+            return;
+        };
+        let total = carry.events.len();
+        let mut durable = Vec::new();
+        for (company, env) in carry.events {
+            let id = StreamId::new(company.clone(), env.stream.clone());
+            let found = self.store.read(&id, env.seq, 1);
+            let same = matches!(&found, Ok(v) if v.first().is_some_and(|e| e.seq == env.seq && e.command_id == env.command_id));
+            if !same {
+                break;
+            }
+            durable.push((company, env));
+        }
+        tracing::warn!(
+            durable = durable.len(),
+            lost = total - durable.len(),
+            "events of batches whose flush had failed, after reopening the store"
+        );
+        metrics::EVENTS_APPENDED.add(durable.len() as u64);
+        for (company, env) in durable {
+            if env.stream.kind() == StreamKind::Contact {
+                self.contacts.on_committed(&company, &env);
+            }
+            let id = StreamId::new(company, env.stream.clone());
+            self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
+        }
+        // Redactions of the carried batches: their markers are in the store if their events
+        // are, and the next start finishes them. The webhook dispatchers catch up with the
+        // outbox at the next committed batch (its heads are reloaded from the store).
+    }
+
     /// Sends the acks; returns nothing left to ack.
     fn ack(&self, pending: Vec<Pending>) -> Vec<Pending> {
         for p in pending {
@@ -499,6 +565,7 @@ impl Writer {
     ) {
         tracing::error!(error = %e, events = batch.events.len(), "batch not written");
         self.health.failed(e);
+        self.broken = true;
         metrics::STORE_FAILURES.inc();
         for id in touched {
             self.cache.remove(id);

@@ -203,6 +203,9 @@ async fn a_failed_flush_acks_and_publishes_nothing_until_a_flush_succeeds() {
     unavailable_message(&svc.command(s, "c2", note("two")).await);
     // A retry of c1 finds its stored outcome, but it is not durable: still unavailable.
     unavailable_message(&svc.command(s, "c1", note("one")).await);
+    // A batch that writes nothing (a refused command) publishes nothing either.
+    let f = svc.command_at(s, "c9", 0, note("stale")).await;
+    assert_eq!(error_code(&f), "conflict", "{f:?}");
     watcher.assert_quiet().await;
     assert_eq!(server.healthz().await["status"], "degraded");
 

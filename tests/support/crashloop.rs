@@ -162,6 +162,11 @@ impl ServerProcess {
         let _ = status;
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
