@@ -12,9 +12,9 @@
 //! replay of the log). `--seed N` replays the same kill timing.
 
 #[path = "../tests/support/crashloop.rs"]
+#[allow(dead_code)]
 mod crashloop;
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use clap::Parser;

@@ -4,6 +4,7 @@
 //! round is re-sent after each restart.
 
 #[path = "support/crashloop.rs"]
+#[allow(dead_code)]
 mod crashloop;
 mod support;
 
