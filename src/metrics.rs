@@ -39,6 +39,8 @@ pub static COMMANDS_ACKED: Counter = Counter::new();
 pub static COMMANDS_REFUSED: Counter = Counter::new();
 /// Write batches committed.
 pub static BATCHES: Counter = Counter::new();
+/// Appends and flushes of the writer that failed (full disk, I/O error).
+pub static STORE_FAILURES: Counter = Counter::new();
 /// WebSocket connections accepted since start.
 pub static CONNECTIONS_OPENED: Counter = Counter::new();
 /// WebSocket connections ended since start.

@@ -454,7 +454,7 @@ pub fn verify(store: &SledStore) -> StoreResult<Report> {
             );
         }
     }
-    for tree in store.raw_tree_names() {
+    for tree in store.raw_tree_names()? {
         if tree == DEFAULT_TREE {
             continue;
         }

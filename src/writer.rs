@@ -20,6 +20,16 @@
 //! Snapshots: every `snapshot_every` events of a stream (see [`Tuning`]), the batch also carries
 //! the stream's state ([`crate::snapshot`]), so a load after a cache miss folds only the tail.
 //!
+//! Storage faults (a full disk, an I/O error): a batch whose append or flush fails is refused
+//! as a whole (`unavailable` to every command in it; the outcome is unknown to the client, which
+//! retries with the same `command_id`), nothing of it is published, and the cached states,
+//! derived records and outbox heads it touched are dropped and reloaded from the store. A batch
+//! whose *append* succeeded but whose *flush* failed is in the store (sled cannot take it back)
+//! without being durable: the writer keeps it aside ([`Unflushed`]) and, before it acks or
+//! installs anything else, flushes again; once a flush succeeds, those events are published
+//! first, in order, so the hub never skips a seq, and a retry finds the stored outcome and gets
+//! it (exactly once). [`StoreHealth`] tells `/healthz` about the last failure.
+//!
 //! Never: hand the hub or a client anything before the batch that holds it is durable (in
 //! `sync` mode).
 
@@ -131,9 +141,51 @@ enum Msg {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    health: Arc<StoreHealth>,
+}
+
+/// What the writer last saw of the store: whether its last write failed, and how often writes
+/// failed since the start. Read by `/healthz`.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// The error of the last failed append or flush; cleared by the next successful flush.
+    last_error: parking_lot::Mutex<Option<String>>,
+    /// Failed appends and flushes since the start.
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl StoreHealth {
+    /// The error of the last write, if it failed (`None` once a later flush succeeded).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Failed appends and flushes since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn failed(&self, e: &StoreError) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last_error.lock() = Some(e.to_string());
+    }
+
+    fn ok(&self) {
+        let mut last = self.last_error.lock();
+        if last.is_some() {
+            tracing::info!("the store takes writes again");
+            *last = None;
+        }
+    }
 }
 
 impl WriterHandle {
+    /// The store's health as the writer last saw it.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
     /// Queues a command; waits for room in the queue (backpressure), not for the result.
     pub async fn submit(&self, req: CommandRequest) {
         if let Err(mpsc::error::SendError(Msg::Command(req))) =
@@ -188,6 +240,20 @@ struct Writer {
     outbox: crate::webhooks::Outbox,
     /// Events between stored snapshots of a stream (0: none).
     snapshot_every: u64,
+    /// Batches appended but not flushed (their flush failed): published at the next good flush.
+    unflushed: Option<Unflushed>,
+    /// A write failed and no flush has succeeded since: ask the store to recover first.
+    broken: bool,
+    health: Arc<StoreHealth>,
+}
+
+/// Batches whose append succeeded and whose flush failed: in the store (readable, perhaps on
+/// disk) but neither published nor acked. Published, in order, once a flush succeeds.
+#[derive(Default)]
+struct Unflushed {
+    events: Vec<(Arc<str>, Arc<Envelope>)>,
+    outboxed: Vec<(Arc<str>, u64)>,
+    redactions: Vec<(StreamId, u64)>,
 }
 
 /// What `decide` sees of other streams: the writer's cache (everything `needs` named is loaded)
@@ -258,6 +324,7 @@ pub fn spawn_tuned(
     tuning: Tuning,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(tuning.queue);
+    let health = Arc::new(StoreHealth::default());
     let writer = Writer {
         store,
         hub,
@@ -269,9 +336,12 @@ pub fn spawn_tuned(
         roster: HashMap::new(),
         outbox,
         snapshot_every: tuning.snapshot_every,
+        unflushed: None,
+        broken: false,
+        health: health.clone(),
     };
     let task = tokio::spawn(writer.run(rx));
-    (WriterHandle { tx }, task)
+    (WriterHandle { tx, health }, task)
 }
 
 /// FNV-1a over the command's MessagePack encoding: stable across builds, unlike `std`'s
@@ -361,6 +431,9 @@ impl Writer {
     }
 
     async fn batch(&mut self, msgs: Vec<Msg>) {
+        if self.broken {
+            self.recover().await;
+        }
         let now = now_ms();
         let mut batch = AppendBatch::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -403,10 +476,16 @@ impl Writer {
                 return;
             }
         };
-        if !batch.is_empty() {
-            if let Err(e) = self.store.append(&batch) {
-                self.failed(&e, &batch, &touched, pending, loads);
-                return;
+        // After a failed flush, nothing is acked (an idempotent retry of an unflushed command
+        // included) or installed before a flush succeeds.
+        let must_flush = self.unflushed.is_some() && (!pending.is_empty() || !loads.is_empty());
+        let flushed = !batch.is_empty() || must_flush;
+        if flushed {
+            if !batch.is_empty() {
+                if let Err(e) = self.store.append(&batch) {
+                    self.failed(&e, &batch, &touched, pending, loads);
+                    return;
+                }
             }
             if self.durability == Durability::Relaxed {
                 // Acked before the flush; published only after it, so no subscriber ever sees
@@ -415,10 +494,29 @@ impl Writer {
             }
             if let Err(e) = self.store.flush().await {
                 self.failed(&e, &batch, &touched, pending, loads);
+                // Appended, so in the store: publish it once a flush makes it durable.
+                let carry = self.unflushed.get_or_insert_with(Unflushed::default);
+                carry.events.extend(batch.events);
+                carry.outboxed.extend(outboxed);
+                carry.redactions.extend(redactions);
                 return;
             }
+            self.health.ok();
+            self.broken = false;
             metrics::BATCHES.inc();
             metrics::EVENTS_APPENDED.add(batch.events.len() as u64);
+        }
+        // What earlier failed flushes left goes first, in append order, once a flush succeeded.
+        let (mut events, mut outboxed, mut redactions) = (batch.events, outboxed, redactions);
+        if let Some(carry) = self.unflushed.take_if(|_| flushed) {
+            tracing::info!(
+                events = carry.events.len(),
+                "events of a batch whose flush had failed are durable now"
+            );
+            metrics::EVENTS_APPENDED.add(carry.events.len() as u64);
+            events.splice(0..0, carry.events);
+            outboxed.splice(0..0, carry.outboxed);
+            redactions.splice(0..0, carry.redactions);
         }
         // Erase before publishing and acking: whoever learns of `session_anonymized` (the
         // admin's ack, a subscriber) and then reads the history finds the data gone.
@@ -427,7 +525,7 @@ impl Writer {
         }
         // Publish before acking: a client that reads right after its ack (history, state_at,
         // a query) must find its own write. Publishing is in-memory and never blocks.
-        for (company, env) in batch.events {
+        for (company, env) in events {
             if env.stream.kind() == StreamKind::Contact {
                 self.contacts.on_committed(&company, &env);
             }
@@ -440,6 +538,64 @@ impl Writer {
         self.answer_loads(loads);
     }
 
+    /// After a failed write: lets the store recover (sled must be reopened after an I/O error).
+    /// If it was reopened, it holds what was durable, which may be less than what the writer
+    /// appended: every cached state, derived record, roster and outbox head is dropped, and of
+    /// the batches kept aside after a failed flush, the prefix that is in the store is published
+    /// (it is durable now) and the rest forgotten (never acked, never published: lost by the
+    /// disk, and their commands get a fresh decision when retried).
+    async fn recover(&mut self) {
+        let store = self.store.clone();
+        let reopened = match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the store could not recover yet");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's recovery task failed");
+                return;
+            }
+        };
+        if !reopened {
+            return;
+        }
+        self.cache.clear();
+        self.derived.clear();
+        self.roster.clear();
+        self.outbox.reset();
+        let Some(carry) = self.unflushed.take() else {
+            return;
+        };
+        let total = carry.events.len();
+        let mut durable = Vec::new();
+        for (company, env) in carry.events {
+            let id = StreamId::new(company.clone(), env.stream.clone());
+            let found = self.store.read(&id, env.seq, 1);
+            let same = matches!(&found, Ok(v) if v.first().is_some_and(|e| e.seq == env.seq && e.command_id == env.command_id));
+            if !same {
+                break;
+            }
+            durable.push((company, env));
+        }
+        tracing::warn!(
+            durable = durable.len(),
+            lost = total - durable.len(),
+            "events of batches whose flush had failed, after reopening the store"
+        );
+        metrics::EVENTS_APPENDED.add(durable.len() as u64);
+        for (company, env) in durable {
+            if env.stream.kind() == StreamKind::Contact {
+                self.contacts.on_committed(&company, &env);
+            }
+            let id = StreamId::new(company, env.stream.clone());
+            self.hub.publish(&id, &Arc::new(SharedEvent::new(env)));
+        }
+        // Redactions of the carried batches: their markers are in the store if their events
+        // are, and the next start finishes them. The webhook dispatchers catch up with the
+        // outbox at the next committed batch (its heads are reloaded from the store).
+    }
+
     /// Sends the acks; returns nothing left to ack.
     fn ack(&self, pending: Vec<Pending>) -> Vec<Pending> {
         for p in pending {
@@ -449,8 +605,9 @@ impl Writer {
         Vec::new()
     }
 
-    /// A batch could not be written or flushed: nothing is acked or published, and the cached
-    /// states that include it are dropped so they reload from the log.
+    /// A batch could not be written or flushed: nothing is acked, published or installed, and
+    /// the cached states, derived records and outbox heads that include it are dropped so they
+    /// reload from the log.
     fn failed(
         &mut self,
         e: &StoreError,
@@ -460,6 +617,9 @@ impl Writer {
         loads: Vec<(StreamId, oneshot::Sender<StoreResult<()>>)>,
     ) {
         tracing::error!(error = %e, events = batch.events.len(), "batch not written");
+        self.health.failed(e);
+        self.broken = true;
+        metrics::STORE_FAILURES.inc();
         for id in touched {
             self.cache.remove(id);
         }
@@ -472,7 +632,11 @@ impl Writer {
                 "the store could not take the write ({e}); retry with the same command_id"
             ))));
         }
-        self.answer_loads(loads);
+        // Not installed: the store may hold events not yet durable (a failed flush), which the
+        // hub must not see before they are.
+        for (_, reply) in loads {
+            let _ = reply.send(Err(e.clone()));
+        }
     }
 
     /// One command: access, idempotency, then decide. Stages accepted events into `batch`.

@@ -129,6 +129,14 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The data directory is not a directory or cannot be created.
+    #[error("cannot use the data directory {dir}: {why}")]
+    DataDir {
+        /// The data directory.
+        dir: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The secret could not be read or created.
     #[error("cannot read or create the secret in {dir}: {err}")]
     Secret {
@@ -243,9 +251,24 @@ impl Running {
 /// Opens the store, starts the writer and the listener. Returns once the server accepts
 /// connections.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data).map_err(|err| StartError::Secret {
+    start_wrapped(config, |store| store).await
+}
+
+/// [`start`], with the opened store passed through `wrap` before anything uses it (tests wrap
+/// it to inject storage faults: a full disk, an I/O error).
+pub async fn start_wrapped(
+    config: Config,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> Result<Running, StartError> {
+    if config.data.exists() && !config.data.is_dir() {
+        return Err(StartError::DataDir {
+            dir: config.data.display().to_string(),
+            why: "it exists and is not a directory".into(),
+        });
+    }
+    std::fs::create_dir_all(&config.data).map_err(|err| StartError::DataDir {
         dir: config.data.display().to_string(),
-        err,
+        why: format!("cannot create it: {err}"),
     })?;
     let secret = match &config.secret {
         Some(s) => s.as_bytes().to_vec(),
@@ -257,7 +280,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     };
     let auth = Auth::new(&secret);
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data)?);
+    let store: Arc<dyn Store> = wrap(Arc::new(SledStore::open(&config.data)?));
     let epoch = store.epoch().to_owned();
     let hub = Arc::new(Hub::new());
     let contacts = Arc::new(ContactIndex::new());
@@ -381,8 +404,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     use crate::metrics::*;
     let (streams, subscriptions) = app.hub.counts();
+    let store_error = app.writer.health().last_error();
+    let status = if *app.shutdown.borrow() {
+        "stopping"
+    } else if store_error.is_some() {
+        // Still 200: the process is alive and serves reads; writes fail with `unavailable`.
+        "degraded"
+    } else {
+        "ok"
+    };
     Json(serde_json::json!({
-        "status": if *app.shutdown.borrow() { "stopping" } else { "ok" },
+        "status": status,
+        "store_error": store_error,
+        "store_failures": app.writer.health().failures(),
         "epoch": app.store.epoch(),
         "connections": app.live.load(Ordering::Relaxed),
         "loaded_streams": streams,

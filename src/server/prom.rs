@@ -117,6 +117,12 @@ fn render(app: &App) -> String {
     );
     counter(
         &mut out,
+        "copanel_store_failures_total",
+        "Appends and flushes of the writer that failed (full disk, I/O error).",
+        &metrics::STORE_FAILURES,
+    );
+    counter(
+        &mut out,
         "copanel_slow_consumer_fallbacks_total",
         "Subscriptions that overflowed their connection's queue and fell back to the log.",
         &metrics::SLOW_CONSUMER_FALLBACKS,

@@ -181,6 +181,14 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything appended so far durable.
     fn flush(&self) -> FlushFuture;
 
+    /// After a failed append or flush: makes the store usable again if it can. `Ok(true)` if it
+    /// was reopened, so that it now holds only what was durable (every flushed batch, perhaps
+    /// some appended after); `Ok(false)` if nothing was done and its contents are as they were.
+    /// Blocking. The default does nothing.
+    fn recover(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
+
     /// Every stream in the store with its head, in key order (for offline tools).
     fn streams(&self) -> StoreResult<Vec<(StreamId, u64)>>;
 

@@ -80,7 +80,8 @@ pub struct SledStore {
     /// The live sled handle. Every operation clones the `Arc` under a short read lock and works
     /// on the clone, so a compaction can swap in a new database (write lock, an instant) while
     /// readers finish on the old one; the `Arc` count tells the compaction when they have.
-    db: RwLock<Arc<sled::Db>>,
+    /// `None` only while [`Store::recover`] reopens it (operations then fail as unavailable).
+    db: RwLock<Option<Arc<sled::Db>>>,
     /// Appends hold it shared while they write; a compaction holds it exclusively from the start
     /// of its copy to the swap, so no append lands in a database that is being abandoned.
     gate: RwLock<()>,
@@ -185,6 +186,20 @@ fn open_sled(path: &Path) -> StoreResult<sled::Db> {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                return Err(at_path(
+                    "cannot open the data directory",
+                    path,
+                    "it is locked by another process (is another copanel serving it?); stop that one first",
+                ))
+            }
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
+                return Err(at_path(
+                    "cannot open the data directory",
+                    path,
+                    format!("its files are damaged or not a copanel store ({e}); restore a backup"),
+                ))
+            }
             Err(e) => return Err(at_path("cannot open the data directory", path, e)),
         }
     }
@@ -240,9 +255,12 @@ fn remove_dir(path: &Path) -> StoreResult<()> {
 }
 
 /// Decides which sled directory is live, creating or migrating as needed, and deletes what an
-/// interrupted compaction left. Returns the live directory's name.
-fn prepare_dir(dir: &Path) -> StoreResult<String> {
+/// interrupted compaction left. Returns the live directory's name, and whether the store is
+/// new (no `CURRENT` yet: the caller writes it once the new store's epoch is durable, so that a
+/// `CURRENT` always names a store that has an epoch record).
+fn prepare_dir(dir: &Path) -> StoreResult<(String, bool)> {
     fs::create_dir_all(dir).map_err(|e| at_path("cannot create the data directory", dir, e))?;
+    let mut fresh = false;
     let live = match read_current(dir)? {
         Some(name) => {
             if !dir.join(&name).is_dir() {
@@ -270,8 +288,8 @@ fn prepare_dir(dir: &Path) -> StoreResult<String> {
             if moved {
                 tracing::info!(dir = %dir.display(), "moved the store into {name}");
             }
-            // Also makes the new directory's entry durable before `CURRENT` names it.
-            write_current(dir, &name)?;
+            // `CURRENT` is written by `SledStore::open` once the epoch is durable.
+            fresh = true;
             name
         }
     };
@@ -294,7 +312,7 @@ fn prepare_dir(dir: &Path) -> StoreResult<String> {
         }
         _ => {}
     }
-    Ok(live)
+    Ok((live, fresh))
 }
 
 /// Top-level sled files of a store from before `CURRENT`.
@@ -316,13 +334,24 @@ impl SledStore {
     /// cannot be opened: locked by another process, not writable, `CURRENT` unreadable or naming
     /// a missing directory, or not a sled store.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        let live = prepare_dir(dir)?;
+        let (live, fresh) = prepare_dir(dir)?;
         let db = open_sled(&dir.join(&live))?;
         let epoch = match db.get(epoch_key()) {
             Ok(Some(v)) => String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
                 key: "m/epoch".into(),
                 why: e.to_string(),
             })?,
+            Ok(None) if !fresh => {
+                // `CURRENT` is written only after the epoch is flushed: an existing store
+                // without one has lost its records (sled files overwritten or truncated; sled
+                // reads a damaged log as empty). Refuse rather than start over on top of it.
+                return Err(at_path(
+                    "cannot open the data directory",
+                    &dir.join(&live),
+                    "its files are damaged: the store's epoch record is missing, so its log \
+                     cannot be trusted; restore a backup (or move the directory away to start empty)",
+                ));
+            }
             Ok(None) => {
                 let epoch = format!("{:016x}", rand::random::<u64>());
                 db.insert(epoch_key(), epoch.as_bytes()).map_err(backend)?;
@@ -331,8 +360,13 @@ impl SledStore {
             }
             Err(e) => return Err(at_path("cannot read the store in", &dir.join(&live), e)),
         };
+        if fresh {
+            // Also makes the new directory's entry durable before `CURRENT` names it.
+            sync_dir(&dir.join(&live))?;
+            write_current(dir, &live)?;
+        }
         Ok(SledStore {
-            db: RwLock::new(Arc::new(db)),
+            db: RwLock::new(Some(Arc::new(db))),
             gate: RwLock::new(()),
             compacting: Mutex::new(()),
             dir: dir.to_path_buf(),
@@ -342,8 +376,10 @@ impl SledStore {
     }
 
     /// The live handle (a clone: the lock is held only for the copy).
-    fn db(&self) -> Arc<sled::Db> {
-        self.db.read().clone()
+    fn db(&self) -> StoreResult<Arc<sled::Db>> {
+        self.db.read().clone().ok_or_else(|| {
+            StoreError::Backend("the store is being reopened after a write error".into())
+        })
     }
 
     /// The name of the live sled directory (`log-000001`, …), as `CURRENT` has it.
@@ -430,9 +466,39 @@ impl Store for SledStore {
         &self.epoch
     }
 
+    /// sled keeps returning the first I/O error of a handle (a full disk) for the life of that
+    /// handle, even once space returns. If a flush still fails, the handle is dropped (once
+    /// readers let go of it, bounded) and the live directory reopened: sled recovers what is on
+    /// disk, which is every flushed batch and perhaps some appended ones. If the open fails, the
+    /// store stays closed (every operation is `unavailable`) and the next call tries again.
+    fn recover(&self) -> StoreResult<bool> {
+        if let Ok(db) = self.db() {
+            if db.flush().is_ok() {
+                return Ok(false);
+            }
+        }
+        let _one = self.compacting.lock();
+        let _gate = self.gate.write();
+        let old = self.db.write().take();
+        if let Some(old) = old {
+            let deadline = Instant::now() + OLD_HANDLE_WAIT;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // The last handle (or, past the deadline, ours): dropping it stops sled's flusher
+            // and releases its lock, which `open_sled` waits for.
+            drop(old);
+        }
+        let path = self.dir.join(self.live.lock().as_str());
+        let db = open_sled(&path)?;
+        tracing::warn!(dir = %path.display(), "reopened the store after a write error");
+        *self.db.write() = Some(Arc::new(db));
+        Ok(true)
+    }
+
     fn head(&self, id: &StreamId) -> StoreResult<u64> {
         let prefix = stream_prefix(EVENT, &id.company, id.stream.as_str());
-        match self.db().scan_prefix(&prefix).next_back() {
+        match self.db()?.scan_prefix(&prefix).next_back() {
             None => Ok(0),
             Some(Ok((k, _))) => seq_of(&k).ok_or_else(|| StoreError::Corrupt {
                 key: printable(&k),
@@ -447,7 +513,7 @@ impl Store for SledStore {
         let start = event_key(&id.company, id.stream.as_str(), from);
         let end = stream_prefix(EVENT, &id.company, id.stream.as_str());
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.db().range(start..) {
+        for item in self.db()?.range(start..) {
             if out.len() >= limit {
                 break;
             }
@@ -466,7 +532,7 @@ impl Store for SledStore {
 
     fn outcome(&self, id: &StreamId, command_id: &str) -> StoreResult<Option<CommandOutcome>> {
         let key = outcome_key(id, command_id);
-        match self.db().get(&key).map_err(backend)? {
+        match self.db()?.get(&key).map_err(backend)? {
             None => Ok(None),
             Some(v) => rmp_serde::from_slice(&v)
                 .map(Some)
@@ -499,18 +565,18 @@ impl Store for SledStore {
             }
         }
         let _gate = self.gate.read();
-        self.db().apply_batch(b).map_err(backend)
+        self.db()?.apply_batch(b).map_err(backend)
     }
 
     fn flush(&self) -> FlushFuture {
         let db = self.db();
-        Box::pin(async move { db.flush_async().await.map(|_| ()).map_err(backend) })
+        Box::pin(async move { db?.flush_async().await.map(|_| ()).map_err(backend) })
     }
 
     fn snapshot(&self, id: &StreamId, at_most: u64) -> StoreResult<Option<(u64, Vec<u8>)>> {
         let start = stream_prefix(SNAPSHOT, &id.company, id.stream.as_str());
         let end = snapshot_key(id, at_most);
-        match self.db().range(start..=end).next_back() {
+        match self.db()?.range(start..=end).next_back() {
             None => Ok(None),
             Some(Ok((k, v))) => {
                 let seq = seq_of(&k).ok_or_else(|| StoreError::Corrupt {
@@ -526,7 +592,7 @@ impl Store for SledStore {
     fn index_scan(&self, company: &str, kind: IndexKind) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let prefix = index_prefix(company, kind);
         let mut out = Vec::new();
-        for item in self.db().scan_prefix(&prefix) {
+        for item in self.db()?.scan_prefix(&prefix) {
             let (k, v) = item.map_err(backend)?;
             let key = k.get(prefix.len()..).unwrap_or_default();
             out.push((String::from_utf8_lossy(key).into_owned(), v.to_vec()));
@@ -537,7 +603,7 @@ impl Store for SledStore {
     fn index_get(&self, company: &str, kind: IndexKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut k = index_prefix(company, kind);
         k.extend_from_slice(key.as_bytes());
-        Ok(self.db().get(k).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self.db()?.get(k).map_err(backend)?.map(|v| v.to_vec()))
     }
 
     fn index_after(
@@ -554,7 +620,7 @@ impl Store for SledStore {
             start.push(0); // the first key after `a`
         }
         let mut out = Vec::new();
-        for item in self.db().range(start..) {
+        for item in self.db()?.range(start..) {
             let (k, v) = item.map_err(backend)?;
             let Some(key) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -569,7 +635,7 @@ impl Store for SledStore {
 
     fn index_last(&self, company: &str, kind: IndexKind) -> StoreResult<Option<(String, Vec<u8>)>> {
         let prefix = index_prefix(company, kind);
-        match self.db().scan_prefix(&prefix).next_back() {
+        match self.db()?.scan_prefix(&prefix).next_back() {
             None => Ok(None),
             Some(item) => {
                 let (k, v) = item.map_err(backend)?;
@@ -612,7 +678,7 @@ impl Store for SledStore {
         let (old, copied) = {
             // No append may land in the old database from here to the swap.
             let _gate = self.gate.write();
-            let old = self.db();
+            let old = self.db()?;
             let new = open_sled(&new_path)?;
             let copied = match Self::copy_into(&old, &new, id, upto, f) {
                 Ok(n) => n,
@@ -633,7 +699,7 @@ impl Store for SledStore {
                 }
                 tracing::warn!(error = %e, "CURRENT switched despite an error");
             }
-            *self.db.write() = Arc::new(new);
+            *self.db.write() = Some(Arc::new(new));
             *self.live.lock() = new_name.clone();
             (old, copied)
         };
@@ -654,7 +720,7 @@ impl SledStore {
     /// Streams (with heads) whose event keys start with `prefix`. Jumps from one stream to the
     /// next instead of reading every event.
     fn scan_streams(&self, prefix: &[u8]) -> StoreResult<Vec<(StreamId, u64)>> {
-        let db = self.db();
+        let db = self.db()?;
         let mut out: Vec<(StreamId, u64)> = Vec::new();
         let mut from = prefix.to_vec();
         loop {

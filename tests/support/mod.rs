@@ -39,10 +39,23 @@ impl TestServer {
 
     /// Starts on an existing data dir (for restart tests).
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_wrapped(dir, tune, |s| s).await
+    }
+
+    /// [`TestServer::start_in`] with the store passed through `wrap` (to inject storage faults).
+    pub async fn start_wrapped(
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(
+            std::sync::Arc<dyn copanel::store::Store>,
+        ) -> std::sync::Arc<dyn copanel::store::Store>,
+    ) -> Self {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         config.secret = Some("test-secret-test-secret".into());
         tune(&mut config);
-        let running = server::start(config).await.expect("server starts");
+        let running = server::start_wrapped(config, wrap)
+            .await
+            .expect("server starts");
         TestServer {
             addr: running.addr,
             auth: running.auth.clone(),

@@ -197,17 +197,20 @@ pub fn kind_by_name(name: &str) -> Option<IndexKind> {
 /// One stored record: its tree, key and value, as bytes.
 pub type RawRecord = (Vec<u8>, Vec<u8>, Vec<u8>);
 
+/// Records of one tree, as (key, value), one at a time.
+pub type RawPairs = Box<dyn Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + 'static>;
+
 impl SledStore {
     /// The names of sled's trees, sorted. The store itself writes only [`DEFAULT_TREE`].
-    pub fn raw_tree_names(&self) -> Vec<Vec<u8>> {
+    pub fn raw_tree_names(&self) -> StoreResult<Vec<Vec<u8>>> {
         let mut names: Vec<Vec<u8>> = self
-            .db()
+            .db()?
             .tree_names()
             .into_iter()
             .map(|n| n.to_vec())
             .collect();
         names.sort();
-        names
+        Ok(names)
     }
 
     /// Every record of one tree, as (key, value), in key order, one at a time.
@@ -216,9 +219,9 @@ impl SledStore {
         tree: &[u8],
     ) -> StoreResult<impl Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + 'static> {
         let tree = if tree == DEFAULT_TREE {
-            (**self.db()).clone()
+            (**self.db()?).clone()
         } else {
-            self.db().open_tree(tree).map_err(backend)?
+            self.db()?.open_tree(tree).map_err(backend)?
         };
         Ok(tree
             .iter()
@@ -228,36 +231,44 @@ impl SledStore {
     /// Every record of every tree, as (tree name, key, value): trees in name order, keys in
     /// key order within each, one record at a time.
     pub fn raw_records(&self) -> impl Iterator<Item = StoreResult<RawRecord>> + 'static {
-        let trees: Vec<(Vec<u8>, StoreResult<_>)> = self
-            .raw_tree_names()
+        let names = match self.raw_tree_names() {
+            Ok(n) => n,
+            Err(e) => {
+                let once: Box<dyn Iterator<Item = StoreResult<RawRecord>>> =
+                    Box::new(std::iter::once(Err(e)));
+                return once;
+            }
+        };
+        let trees: Vec<(Vec<u8>, StoreResult<_>)> = names
             .into_iter()
             .map(|name| {
                 let it = self.raw_tree(&name);
                 (name, it)
             })
             .collect();
-        trees.into_iter().flat_map(|(name, it)| {
+        Box::new(trees.into_iter().flat_map(|(name, it)| {
             let records: Box<dyn Iterator<Item = StoreResult<RawRecord>>> = match it {
                 Err(e) => Box::new(std::iter::once(Err(e))),
                 Ok(it) => Box::new(it.map(move |r| r.map(|(k, v)| (name.clone(), k, v)))),
             };
             records
-        })
+        }))
     }
 
     /// The records of the default tree whose keys start with `prefix`, in key order.
-    pub fn raw_scan(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + 'static {
-        self.db()
-            .scan_prefix(prefix)
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+    pub fn raw_scan(&self, prefix: &[u8]) -> RawPairs {
+        match self.db() {
+            Ok(db) => Box::new(
+                db.scan_prefix(prefix)
+                    .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     /// The value stored under `key` in the default tree.
     pub fn raw_get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.db().get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self.db()?.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
     /// Writes (`Some`) or removes (`None`) records of `tree` in one atomic batch. Not durable
@@ -267,7 +278,7 @@ impl SledStore {
         tree: &[u8],
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> StoreResult<()> {
-        let db = self.db();
+        let db = self.db()?;
         let mut batch = sled::Batch::default();
         for (k, v) in records {
             match v {
@@ -288,7 +299,7 @@ impl SledStore {
 
     /// Makes every raw write durable.
     pub fn raw_flush(&self) -> StoreResult<()> {
-        self.db().flush().map(|_| ()).map_err(backend)
+        self.db()?.flush().map(|_| ()).map_err(backend)
     }
 
     /// The key of event `seq` of `stream` in `company` (for damage tests).
