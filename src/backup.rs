@@ -180,7 +180,7 @@ pub fn open_existing(dir: &Path) -> Result<SledStore, BackupError> {
     }
     SledStore::open(dir).map_err(|e| {
         let text = e.to_string();
-        if text.contains("could not acquire lock") {
+        if text.contains("could not acquire lock") || text.contains("locked by another process") {
             BackupError::Other(format!(
                 "{} is in use by another process (is a copanel server running on it? stop it first): {text}",
                 dir.display()
