@@ -96,8 +96,9 @@ async fn connection(tcp: TcpStream, rooms: Rooms) {
         path = req.uri().path().to_owned();
         Ok(resp)
     };
+    // 8 KiB reads, as copanel's server (tungstenite zero-fills the whole read buffer per read).
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
     let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await
     else {

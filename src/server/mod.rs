@@ -35,6 +35,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
+/// Bytes tungstenite reads per socket read. It zero-fills this much of its buffer before every
+/// read, even one that finds nothing, so its 128 KiB default made `memset` a third of the
+/// server's CPU under fan-out load (perf, examples/load.rs); frames larger than this are read
+/// in several reads.
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// Limits of the network edge (the domain's are in [`Limits`]).
 #[derive(Debug, Clone)]
 pub struct EdgeLimits {
@@ -466,5 +472,6 @@ async fn ws_upgrade(
     };
     ws.max_message_size(app.edge.hard_frame_bytes)
         .max_frame_size(app.edge.hard_frame_bytes)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| conn::run(app, socket, claims, enc, permit))
 }
