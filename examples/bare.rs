@@ -92,6 +92,8 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
 
 async fn connection(tcp: TcpStream, rooms: Rooms) {
     let mut path = String::new();
+    // The signature (and its large error type) is tungstenite's `Callback`.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)

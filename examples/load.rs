@@ -194,7 +194,7 @@ fn check(args: &Args) -> Result<(), String> {
         return Err("--rates: every rate must be more than 0 and at most 10,000,000".into());
     }
     for (name, v) in [("--warmup", args.warmup), ("--duration", args.duration)] {
-        if !(v >= 0.0 && v <= 3600.0) {
+        if !(0.0..=3600.0).contains(&v) {
             return Err(format!("{name} must be between 0 and 3600 seconds"));
         }
     }
