@@ -1,6 +1,7 @@
 //! Draws `docs/latency-vs-rate.svg` for BENCHMARKS.md from the CSV that `examples/load.rs
 //! --csv` writes: p99 command-to-delivery latency (log scale) against delivered events/s, one
-//! line per target (copanel, bare), one point per offered rate (the median of its runs).
+//! line per target (copanel, bare), one point per offered rate (the median of its runs), joined
+//! in the order of the offered rates.
 //!
 //! ```text
 //! target/release/examples/plot bench.csv docs/latency-vs-rate.svg
@@ -35,7 +36,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// target -> [(delivered/s, p99 ms)] sorted by delivered rate.
+/// target -> [(delivered/s, p99 ms)] in the order of the offered rates (past saturation the
+/// delivered rate may fall back, and the line shows it).
 type Series = BTreeMap<String, Vec<(f64, f64)>>;
 
 fn read(csv: &str) -> Result<Series, String> {
@@ -77,9 +79,6 @@ fn read(csv: &str) -> Result<Series, String> {
         let delivered = median(v.iter().map(|x| x.0).collect());
         let p99 = median(v.iter().map(|x| x.1).collect());
         series.entry(target).or_default().push((delivered, p99));
-    }
-    for v in series.values_mut() {
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     Ok(series)
 }
