@@ -21,11 +21,14 @@
 //! records the command-to-delivery latency in an HDR histogram.
 //!
 //! Each run has a warm-up (`--warmup` s) and a measured window (`--duration` s); only what
-//! happens inside the window counts (commands sent, acks received, events delivered). One summary
-//! line per run on stdout:
+//! happens inside the window counts (commands sent, acks received, events delivered). After the
+//! window every connection keeps reading until nothing arrives for 0.5 s (at most 60 s), and
+//! events of commands sent before a run started are not counted in it (`stale`), so a saturated
+//! run's backlog does not flatter the next one. One summary line per run on stdout (these
+//! figures are from the run recorded in BENCHMARKS.md):
 //!
 //! ```text
-//! target=copanel durability=sync conns=5000 offered=10000 sent_per_s=9998 acked_per_s=9990 delivered_per_s=49950 p50_ms=1.9 p99_ms=6.3 p999_ms=11.0 errors=0 load=1.52
+//! target=copanel durability=sync conns=5000 offered=2000 sent_per_s=2000 acked_per_s=2000 delivered_per_s=10002 p50_ms=1.55 p99_ms=29.25 p999_ms=42.59 ack_p99_ms=29.25 frame_bytes=216 errors=0 stale=0 load=2.71
 //! ```
 //!
 //! `--target bare` drives `examples/bare.rs` instead: the same rooms and members; the owner's
@@ -76,8 +79,12 @@ const CONNECT_PARALLEL: usize = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Sessions opened per service connection (under the default burst of 100 commands).
 const OPEN_CHUNK: usize = 90;
-/// After the window, how long the connections keep reading (and ignoring) what is in flight.
+/// After the window, how long the connections keep reading (and ignoring) what is in flight at
+/// least; then until nothing arrives for `QUIET`, at most `DRAIN_MAX` — so that a saturated run's
+/// backlog does not spill into the next run.
 const DRAIN: Duration = Duration::from_secs(2);
+const QUIET: Duration = Duration::from_millis(500);
+const DRAIN_MAX: Duration = Duration::from_secs(60);
 /// Latencies above this are clamped into the histogram's top bucket.
 const MAX_LATENCY_US: u64 = 60_000_000;
 /// Frame size for `--target bare` when no copanel run measured it.
@@ -573,6 +580,9 @@ struct Fleet {
     connections: usize,
     bare_bytes: usize,
     run_id: String,
+    /// Runs so far: command ids of run k start at k << 32, so a late ack of an earlier run never
+    /// matches a command of this one.
+    runs: u64,
 }
 
 impl Fleet {
@@ -675,6 +685,7 @@ impl Fleet {
             connections: total,
             bare_bytes: DEFAULT_BARE_BYTES,
             run_id,
+            runs: 0,
         })
     }
 
@@ -684,8 +695,11 @@ impl Fleet {
         let start = now_us();
         let window_from = start + (args.warmup * 1e6) as u64;
         let window_to = window_from + (args.duration * 1e6) as u64;
+        self.runs += 1;
         let plan = Plan {
             target: self.target,
+            run_start: start,
+            id_base: self.runs << 32,
             period: Duration::from_secs_f64(1.0 / per_session),
             window_from,
             window_to,
@@ -737,6 +751,7 @@ impl Fleet {
             p999_ms: stats.latency.value_at_quantile(0.999) as f64 / 1000.0,
             ack_p99_ms: stats.ack_latency.value_at_quantile(0.99) as f64 / 1000.0,
             errors: stats.errors.values().sum(),
+            stale: stats.stale,
             mean_event_bytes: stats
                 .event_bytes
                 .checked_div(stats.events_seen)
@@ -895,6 +910,10 @@ async fn open_sessions(
 #[derive(Clone)]
 struct Plan {
     target: Target,
+    /// When this run started (µs); an event sent before it is an earlier run's backlog.
+    run_start: u64,
+    /// The first command id of this run.
+    id_base: u64,
     /// Between two commands of one owner.
     period: Duration,
     window_from: u64,
@@ -915,6 +934,8 @@ struct Stats {
     errors: BTreeMap<String, u64>,
     event_bytes: u64,
     events_seen: u64,
+    /// Deliveries of commands sent before this run (an earlier run's backlog), not counted.
+    stale: u64,
 }
 
 impl Stats {
@@ -929,6 +950,7 @@ impl Stats {
             errors: BTreeMap::new(),
             event_bytes: 0,
             events_seen: 0,
+            stale: 0,
         }
     }
 
@@ -943,6 +965,7 @@ impl Stats {
         }
         self.event_bytes += o.event_bytes;
         self.events_seen += o.events_seen;
+        self.stale += o.stale;
     }
 
     fn error(&mut self, what: &str) {
@@ -957,6 +980,10 @@ impl Stats {
         let now = now_us();
         self.event_bytes += bytes as u64;
         self.events_seen += 1;
+        if sent_us < plan.run_start {
+            self.stale += 1;
+            return;
+        }
         if Stats::in_window(plan, now) {
             self.delivered += 1;
             self.latency
@@ -1071,16 +1098,31 @@ fn observe(plan: &Plan, stats: &mut Stats, msg: &Message, sent: &mut HashMap<u64
     }
 }
 
+/// How long the next read may wait: until `end`, then `QUIET` at a time up to `end + DRAIN_MAX`.
+/// `None`: stop reading.
+fn read_deadline(end: tokio::time::Instant, idle_since_end: bool) -> Option<tokio::time::Instant> {
+    let now = tokio::time::Instant::now();
+    if now < end {
+        Some(end)
+    } else if idle_since_end || now >= end + DRAIN_MAX {
+        None
+    } else {
+        Some((now + QUIET).min(end + DRAIN_MAX))
+    }
+}
+
 async fn read_member(mut ws: Ws, plan: Plan, end: tokio::time::Instant) -> (Option<Ws>, Stats) {
     let mut stats = Stats::new();
     let mut none = HashMap::new();
-    loop {
-        match tokio::time::timeout_at(end, ws.next()).await {
-            Err(_) => return (Some(ws), stats),
+    let mut idle = false;
+    while let Some(deadline) = read_deadline(end, idle) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => idle = deadline > end,
             Ok(Some(Ok(msg))) => observe(&plan, &mut stats, &msg, &mut none),
             Ok(_) => return (None, stats),
         }
     }
+    (Some(ws), stats)
 }
 
 async fn drive_owner(
@@ -1098,12 +1140,13 @@ async fn drive_owner(
     let phase = plan.period.mul_f64(rand::random::<f64>());
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, plan.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut n: u64 = 0;
+    let mut n: u64 = plan.id_base;
     let mut pad = Vec::new();
-    loop {
+    let mut idle = false;
+    while let Some(deadline) = read_deadline(end, idle) {
         tokio::select! {
-            m = tokio::time::timeout_at(end, ws.next()) => match m {
-                Err(_) => return (Some(ws), notes, stats),
+            m = tokio::time::timeout_at(deadline, ws.next()) => match m {
+                Err(_) => idle = deadline > end,
                 Ok(Some(Ok(msg))) => observe(plan, &mut stats, &msg, &mut sent),
                 Ok(_) => return (None, notes, stats),
             },
@@ -1147,6 +1190,7 @@ async fn drive_owner(
             }
         }
     }
+    (Some(ws), notes, stats)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1168,6 +1212,7 @@ struct Summary {
     p999_ms: f64,
     ack_p99_ms: f64,
     errors: u64,
+    stale: u64,
     mean_event_bytes: usize,
     load: String,
 }
@@ -1179,7 +1224,7 @@ impl Summary {
 
     fn line(&self) -> String {
         format!(
-            "target={} durability={} conns={} offered={:.0} sent_per_s={:.0} acked_per_s={:.0} delivered_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p99_ms={:.2} frame_bytes={} errors={} load={}",
+            "target={} durability={} conns={} offered={:.0} sent_per_s={:.0} acked_per_s={:.0} delivered_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p99_ms={:.2} frame_bytes={} errors={} stale={} load={}",
             self.target.name(),
             self.durability,
             self.connections,
@@ -1193,12 +1238,13 @@ impl Summary {
             self.ack_p99_ms,
             self.mean_event_bytes,
             self.errors,
+            self.stale,
             self.load,
         )
     }
 }
 
-const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_cmd_s,acked_cmd_s,delivered_ev_s,p50_ms,p99_ms,p999_ms,ack_p99_ms,frame_bytes,errors,loadavg";
+const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_cmd_s,acked_cmd_s,delivered_ev_s,p50_ms,p99_ms,p999_ms,ack_p99_ms,frame_bytes,errors,loadavg,stale";
 
 fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
     let new = !path.exists();
@@ -1211,7 +1257,7 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
     }
     writeln!(
         f,
-        "{},{},{},{:.0},{},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{}",
+        "{},{},{},{:.0},{},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{}",
         s.target.name(),
         s.durability,
         s.connections,
@@ -1226,6 +1272,7 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
         s.ack_p99_ms,
         s.mean_event_bytes,
         s.errors,
-        s.load
+        s.load,
+        s.stale
     )
 }
