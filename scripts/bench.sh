@@ -4,17 +4,17 @@
 # (1000 sessions x 5), prints one line per run plus copanel/bare ratios, and redraws the plot.
 #
 #   scripts/bench.sh                       # defaults below
-#   RATES=2000,10000,20000,40000 REPEATS=3 DURATION=10 scripts/bench.sh
+#   RATES=2000,10000,20000,40000 REPEATS=5 DURATION=10 scripts/bench.sh
 #
 # Output: stdout lines, bench-results/runs.csv (one row per run), docs/latency-vs-rate.svg.
 # Uses CARGO_TARGET_DIR when set (default ./target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RATES=${RATES:-2000,10000,20000,40000}
+RATES=${RATES:-1000,2000,4000,8000,12000,20000}
 REPEATS=${REPEATS:-3}
-WARMUP=${WARMUP:-3}
-DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+DURATION=${DURATION:-5}
 SESSIONS=${SESSIONS:-1000}
 MEMBERS=${MEMBERS:-5}
 DURABILITY=${DURABILITY:-sync}
