@@ -1,48 +1,69 @@
-//! Load tool: acknowledged commands per second and ack latency against a copanel server.
+//! Load tool: fan-out throughput and command-to-delivery latency of copanel, and of a bare
+//! fan-out baseline (`examples/bare.rs`) driven the same way, in the same run.
 //!
 //! ```text
-//! # against a running server
-//! cargo run --release --example load -- --url ws://127.0.0.1:7700/ws --secret S \
-//!     [--sessions 50] [--connections 50] [--duration 10] [--inflight 16]
-//! # or start the server itself (a temp data dir, a free 127.0.0.1 port), once per durability
-//! cargo run --release --example load -- --spawn target/release/copanel --durability sync,relaxed
+//! # copanel, then the bare baseline, at three offered rates, 3 runs each, with ratios:
+//! cargo build --release --bin copanel --examples
+//! target/release/examples/load --spawn target/release/copanel --bare target/release/examples/bare \
+//!     --compare --rates 2000,10000,40000 --repeats 3 --csv bench.csv
+//! # one target against a server that is already running (its limits apply):
+//! target/release/examples/load --url ws://127.0.0.1:7700/ws --secret S --rates 5000
 //! ```
 //!
-//! It opens `--sessions` sessions with a service token, then every connection (an operator
-//! token of its session's owner, or `--role service`) pipelines up to `--inflight` `add_note` /
-//! `set_parameter` commands for `--duration` seconds, and prints one summary line per run:
+//! The shape (issue 6): `--sessions` S (default 1000) sessions of `--members` R (default 5)
+//! WebSocket connections each, so S x R connections (5000). Member 0 is the session's owner
+//! (an operator token); the others are supervisors (who may read every session). Every member
+//! subscribes to its session. Each owner sends commands at a fixed pace — `set_parameter`, and
+//! every `--note-every`th an `add_note` while the session has room for notes — so the offered
+//! load is `rate` commands/s in total (`rate / S` per session), and each command becomes one
+//! event delivered to R members. The send time (microseconds since the tool started) is the
+//! parameter value / the start of the note text; every member reads it back from the event and
+//! records the command-to-delivery latency in an HDR histogram.
+//!
+//! Each run has a warm-up (`--warmup` s) and a measured window (`--duration` s); only what
+//! happens inside the window counts (commands sent, acks received, events delivered). After the
+//! window every connection keeps reading until nothing arrives for 0.5 s (at most 60 s), and
+//! events of commands sent before a run started are not counted in it (`stale`), so a saturated
+//! run's backlog does not flatter the next one. One summary line per run on stdout (these
+//! figures are from the run recorded in BENCHMARKS.md):
 //!
 //! ```text
-//! durability=sync connections=50 acked=22400 acked_per_s=2240.0 p50_ms=3.1 p99_ms=9.8 errors=0 rate_limited=0
+//! target=copanel durability=sync conns=5000 offered=2000 sent_per_s=2000 acked_per_s=2000 delivered_per_s=10002 p50_ms=1.55 p99_ms=29.25 p999_ms=42.59 ack_p99_ms=29.25 frame_bytes=216 errors=0 stale=0 load=2.71
 //! ```
 //!
-//! `acked` counts acks received inside the window; the latencies are theirs (send to ack).
-//! Details (error codes, the pacing ceiling) go to stderr.
+//! `--target bare` drives `examples/bare.rs` instead: the same rooms and members; the owner's
+//! message (a binary frame of the same size as copanel's event frames, measured in the copanel
+//! run of `--compare`, else `--bare-bytes`) is broadcast by the server to every member of the
+//! room, the owner included; the owner receiving its own message counts as its "ack".
+//! `--compare` (with `--spawn` and `--bare`) runs copanel first, then bare, at the same rates, and
+//! prints each copanel median as a ratio to bare's. `--csv FILE` appends one row per run (the
+//! input of `examples/plot.rs`).
 //!
-//! The server limits each connection to 50 commands/s (burst 100). The tool paces each
-//! connection at `--rate-per-conn` (default 45/s) so that limit is not what gets measured: the
-//! offered load is at most `connections x rate-per-conn`, so raise `--connections` to push the
-//! server harder. `--rate-per-conn 0` removes the pacing; `rate_limited` refusals are then
-//! counted apart from the other errors (a refused connection pauses 20 ms). Everything is
-//! bounded: connection and open timeouts, the window, and a grace period for the last acks.
+//! With `--spawn BIN` the tool starts `BIN serve` itself on a temp data dir and a free port, with
+//! a config file that lifts the per-connection command rate limit (the owner of a session sends
+//! `rate / S` commands/s, which passes the default 50/s at high rates); the connection cap
+//! (20,000) already fits 5000. Against a running server (`--url`), its limits apply. The tool
+//! raises its own open-files soft limit to the hard limit.
+//!
+//! Everything is bounded: connect and subscribe timeouts, the window, a drain after it.
 
 use clap::Parser;
 use copanel::auth::{now_secs, Auth, Claims};
-use copanel_protocol::codec::decode_server;
-use copanel_protocol::{Encoding, ErrorCode, Role, ServerFrame};
+use copanel_protocol::Role;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -52,85 +73,105 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const NOTE_BUDGET: u32 = 450;
 /// Distinct parameter keys per session (the server's limit is 100).
 const PARAMETER_KEYS: u64 = 50;
-/// How long the last commands get to be acked after the window.
-const GRACE: Duration = Duration::from_secs(5);
-/// How long a connection stops sending after a `rate_limited` refusal (one token at 50/s).
-const RATE_LIMITED_PAUSE: Duration = Duration::from_millis(20);
 /// Connection attempts in progress at once.
-const CONNECT_PARALLEL: usize = 64;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Commands sent per opening connection (under the server's burst of 100).
+const CONNECT_PARALLEL: usize = 100;
+/// Bound of one connect + subscribe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Sessions opened per service connection (under the default burst of 100 commands).
 const OPEN_CHUNK: usize = 90;
+/// After the window, how long the connections keep reading (and ignoring) what is in flight at
+/// least; then until nothing arrives for `QUIET`, at most `DRAIN_MAX` — so that a saturated run's
+/// backlog does not spill into the next run.
+const DRAIN: Duration = Duration::from_secs(2);
+const QUIET: Duration = Duration::from_millis(500);
+const DRAIN_MAX: Duration = Duration::from_secs(60);
+/// Latencies above this are clamped into the histogram's top bucket.
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// Frame size for `--target bare` when no copanel run measured it.
+const DEFAULT_BARE_BYTES: usize = 200;
 
 #[derive(Parser, Clone)]
 #[command(
     name = "load",
-    about = "Measure acked commands/s and ack latency of a copanel server"
+    about = "Fan-out load: delivered events/s and command-to-delivery latency, copanel vs a bare baseline"
 )]
 struct Args {
-    /// WebSocket URL of a running server (ignored with --spawn).
+    /// Which server to drive (ignored with --compare, which runs both).
+    #[arg(long, value_enum, default_value = "copanel")]
+    target: Target,
+    /// WebSocket URL of a running copanel server (`ws://H:P/ws`) or bare server (`ws://H:P`);
+    /// ignored when the tool spawns the server.
     #[arg(long, default_value = "ws://127.0.0.1:7700/ws")]
     url: String,
-    /// The server's token secret (with --spawn: passed to the server; default: generated).
+    /// copanel's token secret (with --spawn: passed to the server; default: generated).
     #[arg(long, env = "COPANEL_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Company of the sessions and tokens.
     #[arg(long, default_value = "load")]
     company: String,
-    /// Sessions opened for the run.
-    #[arg(long, default_value_t = 50)]
-    sessions: usize,
-    /// WebSocket connections sending commands; connection i writes to session i % sessions.
-    #[arg(long, default_value_t = 50)]
-    connections: usize,
-    /// Measurement window, seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Commands each connection keeps in flight.
-    #[arg(long, default_value_t = 16)]
-    inflight: usize,
-    /// Commands per second each connection sends at most (the server allows 50, burst 100);
-    /// 0 sends as fast as acks allow.
-    #[arg(long, default_value_t = 45.0)]
-    rate_per_conn: f64,
-    /// Who the writing connections are: the session's owner operator, or the platform.
-    #[arg(long, value_enum, default_value = "owner")]
-    role: Writer,
-    /// Encoding of the writing connections.
-    #[arg(long, value_enum, default_value = "msgpack")]
-    encoding: Enc,
-    /// Start this copanel binary on a temp data dir and a free 127.0.0.1 port, and kill it at
-    /// the end.
+    /// Start this copanel binary (`serve`) on a temp dir and a free port; killed at the end.
     #[arg(long)]
     spawn: Option<PathBuf>,
-    /// With --spawn: `sync`, `relaxed`, or a comma list run one after the other (each on a fresh
-    /// server). Without --spawn: only the label printed.
+    /// Start this bare baseline binary (`examples/bare`) for `--target bare` / `--compare`.
     #[arg(long)]
-    durability: Option<String>,
+    bare: Option<PathBuf>,
+    /// Run copanel then bare at the same rates and print copanel's figures as ratios to bare's.
+    #[arg(long)]
+    compare: bool,
+    /// copanel durability of the spawned server: sync or relaxed.
+    #[arg(long, default_value = "sync")]
+    durability: String,
+    /// Sessions (rooms).
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Members per session (connections); member 0 sends the commands.
+    #[arg(long, default_value_t = 5)]
+    members: usize,
+    /// Offered commands per second, in total over all sessions; a comma list sweeps.
+    #[arg(long, default_value = "10000", value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Runs per rate (the comparison uses the median).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Warm-up before each window, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Measured window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Every Nth command is an `add_note` (while the session has note budget); 0: never.
+    #[arg(long, default_value_t = 10)]
+    note_every: u64,
+    /// Size of the bare target's frames, bytes (0: copanel's measured mean event frame, else 200).
+    #[arg(long, default_value_t = 0)]
+    bare_bytes: usize,
+    /// Append one CSV row per run to this file (header written when the file is new).
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Writer {
-    Owner,
-    Service,
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Target {
+    Copanel,
+    Bare,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Enc {
-    Msgpack,
-    Json,
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Copanel => "copanel",
+            Target::Bare => "bare",
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.sessions == 0 || args.connections == 0 || args.inflight == 0 {
-        eprintln!("load: --sessions, --connections and --inflight must be at least 1");
+    if let Err(e) = check(&args) {
+        eprintln!("load: {e}");
         return ExitCode::FAILURE;
     }
-    if !(args.duration > 0.0 && args.duration <= 3600.0) {
-        eprintln!("load: --duration must be more than 0 and at most 3600 seconds");
-        return ExitCode::FAILURE;
-    }
+    raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,50 +193,160 @@ fn main() -> ExitCode {
     }
 }
 
+fn check(args: &Args) -> Result<(), String> {
+    if args.sessions == 0 || args.members == 0 || args.repeats == 0 {
+        return Err("--sessions, --members and --repeats must be at least 1".into());
+    }
+    if args.rates.is_empty() || args.rates.iter().any(|r| !(*r > 0.0 && *r <= 10_000_000.0)) {
+        return Err("--rates: every rate must be more than 0 and at most 10,000,000".into());
+    }
+    for (name, v) in [("--warmup", args.warmup), ("--duration", args.duration)] {
+        if !(0.0..=3600.0).contains(&v) {
+            return Err(format!("{name} must be between 0 and 3600 seconds"));
+        }
+    }
+    if args.duration <= 0.0 {
+        return Err("--duration must be more than 0".into());
+    }
+    if args.durability != "sync" && args.durability != "relaxed" {
+        return Err(format!(
+            "--durability {:?}: use sync or relaxed",
+            args.durability
+        ));
+    }
+    if args.compare && (args.spawn.is_none() || args.bare.is_none()) {
+        return Err("--compare needs --spawn COPANEL_BIN and --bare BARE_BIN".into());
+    }
+    Ok(())
+}
+
+/// 5000 client sockets need more than the usual 1024 descriptors.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => eprintln!("load: open-files limit {n}"),
+        Err(e) => eprintln!("load: cannot raise the open-files limit: {e}"),
+    }
+}
+
+/// Microseconds since the tool started: the timestamps carried in the payloads.
+fn now_us() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 async fn run(args: Args) -> Result<(), String> {
-    match args.spawn.clone() {
-        None => {
-            let secret = args
-                .secret
-                .clone()
-                .ok_or("--secret (or COPANEL_SECRET) is needed to mint tokens")?;
-            let label = args.durability.clone().unwrap_or_else(|| "unknown".into());
-            let summary = measure(&args, &args.url, &secret).await?;
-            println!("{}", summary.line(&label, args.connections));
-            Ok(())
+    now_us();
+    let targets = if args.compare {
+        vec![Target::Copanel, Target::Bare]
+    } else {
+        vec![args.target]
+    };
+    let mut results: Vec<Summary> = Vec::new();
+    let mut frame_bytes = args.bare_bytes;
+    for target in targets {
+        let server = match (target, &args.spawn, &args.bare) {
+            (Target::Copanel, Some(bin), _) => Some(Spawned::copanel(bin, &args).await?),
+            (Target::Bare, _, Some(bin)) => Some(Spawned::bare(bin).await?),
+            _ => None,
+        };
+        let url = match &server {
+            Some(s) => s.url.clone(),
+            None => args.url.clone(),
+        };
+        let secret = server
+            .as_ref()
+            .and_then(|s| s.secret.clone())
+            .or_else(|| args.secret.clone());
+        let mut fleet = Fleet::connect(target, &args, &url, secret.as_deref()).await?;
+        if target == Target::Bare && frame_bytes == 0 {
+            frame_bytes = DEFAULT_BARE_BYTES;
         }
-        Some(bin) => {
-            let modes = args.durability.clone().unwrap_or_else(|| "sync".into());
-            let secret = args
-                .secret
-                .clone()
-                .unwrap_or_else(|| format!("load-{:032x}", rand::random::<u128>()));
-            for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-                if mode != "sync" && mode != "relaxed" {
-                    return Err(format!(
-                        "--durability {mode:?}: use sync, relaxed or both, comma-separated"
-                    ));
+        fleet.bare_bytes = frame_bytes.max(16);
+        for &rate in &args.rates {
+            for rep in 1..=args.repeats {
+                let s = fleet.run(&args, rate, rep).await;
+                println!("{}", s.line());
+                if let Some(path) = &args.csv {
+                    if let Err(e) = append_csv(path, &s) {
+                        eprintln!("load: cannot write {}: {e}", path.display());
+                    }
                 }
-                let server = Spawned::start(&bin, mode, &secret).await?;
-                let res = measure(&args, &server.url(), &secret).await;
-                drop(server); // kills the child
-                println!("{}", res?.line(mode, args.connections));
+                if target == Target::Copanel && frame_bytes == 0 && s.mean_event_bytes > 0 {
+                    frame_bytes = s.mean_event_bytes;
+                    eprintln!("load: copanel's event frames are {frame_bytes} bytes on average; the bare target uses that size");
+                }
+                results.push(s);
             }
-            Ok(())
         }
+        fleet.close().await;
+        drop(server);
+    }
+    if args.compare {
+        for &rate in &args.rates {
+            let pick = |t: Target| -> Vec<&Summary> {
+                results
+                    .iter()
+                    .filter(|s| s.target == t && s.offered == rate)
+                    .collect()
+            };
+            let (c, b) = (pick(Target::Copanel), pick(Target::Bare));
+            let med = |v: &[&Summary], f: fn(&Summary) -> f64| median(v.iter().map(|s| f(s)));
+            let cd = med(&c, |s| s.delivered_per_s());
+            let bd = med(&b, |s| s.delivered_per_s());
+            let c99 = med(&c, |s| s.p99_ms);
+            let b99 = med(&b, |s| s.p99_ms);
+            println!(
+                "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} bare_delivered_per_s={bd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} bare_p99_ms={b99:.2} p99_ratio={:.2}",
+                c.len().min(b.len()),
+                ratio(cd, bd),
+                ratio(c99, b99),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+fn median(it: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = it.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// A server of our own.
+// Servers of our own.
 // ---------------------------------------------------------------------------------------------
 
-/// `copanel serve` started by this tool; dropping it kills the child by its handle and removes
-/// its temp dir.
+/// A server started by this tool; dropping it kills the child by its handle (and removes the
+/// temp dir).
 struct Spawned {
     child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
+    url: String,
+    secret: Option<String>,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Spawned {
@@ -205,118 +356,139 @@ impl Drop for Spawned {
     }
 }
 
+fn free_addr() -> Result<SocketAddr, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    Ok(([127, 0, 0, 1], port).into())
+}
+
 impl Spawned {
-    async fn start(bin: &PathBuf, durability: &str, secret: &str) -> Result<Spawned, String> {
+    async fn copanel(bin: &PathBuf, args: &Args) -> Result<Spawned, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(bin)
-            .arg("serve")
+        let addr = free_addr()?;
+        let secret = args
+            .secret
+            .clone()
+            .unwrap_or_else(|| format!("load-{:032x}", rand::random::<u128>()));
+        // The owner of a session sends `rate / sessions` commands/s: lift the per-connection
+        // limit (default 50/s, burst 100) so that it is not what gets measured.
+        let config = dir.path().join("load.toml");
+        std::fs::write(
+            &config,
+            "[limits]\ncommands_per_sec = 1000000.0\ncommand_burst = 1000000.0\n",
+        )
+        .map_err(|e| format!("config file: {e}"))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data")
             .arg(dir.path().join("data"))
             .arg("--durability")
-            .arg(durability)
+            .arg(&args.durability)
             .arg("--secret")
-            .arg(secret)
-            .env("RUST_LOG", "warn")
+            .arg(&secret)
+            .env("RUST_LOG", "warn");
+        let url = format!("ws://{addr}/ws");
+        Spawned::start(cmd, dir, addr, url, Some(secret), "copanel").await
+    }
+
+    async fn bare(bin: &PathBuf) -> Result<Spawned, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let addr = free_addr()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen").arg(addr.to_string());
+        let url = format!("ws://{addr}");
+        Spawned::start(cmd, dir, addr, url, None, "bare").await
+    }
+
+    async fn start(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        url: String,
+        secret: Option<String>,
+        what: &str,
+    ) -> Result<Spawned, String> {
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = Spawned { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
+            .map_err(|e| format!("cannot start the {what} server: {e}"))?;
+        let mut server = Spawned {
+            child,
+            url,
+            secret,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(format!("the server exited at start ({status}):\n{log}"));
+                return Err(format!(
+                    "the {what} server exited at start ({status}):\n{log}"
+                ));
             }
-            if healthz(addr).await {
+            if TcpStream::connect(addr).await.is_ok() {
                 eprintln!(
-                    "load: started {} (durability {durability}) on {addr}, data in {}",
-                    bin.display(),
-                    server.dir.path().display()
+                    "load: started the {what} server (pid {}) on {addr}",
+                    server.child.id()
                 );
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                let _ = server.child.kill();
                 return Err(format!(
-                    "the server did not answer /healthz on {addr} within 10 s"
+                    "the {what} server did not listen on {addr} within 15 s"
                 ));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
 }
 
-async fn healthz(addr: SocketAddr) -> bool {
-    let attempt = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        Some(buf.starts_with(b"HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Some(true))
+// ---------------------------------------------------------------------------------------------
+// Wire helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// Small read buffers: tungstenite zero-fills its whole read buffer (128 KiB by default) before
+/// each socket read; 8 KiB, as in copanel's server and the bare baseline.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+}
+
+async fn connect(url: &str, token: Option<&str>) -> Result<Ws, String> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| format!("bad url {url:?}: {e}"))?;
+    if let Some(token) = token {
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
+        );
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("copanel.v1.msgpack"),
+        );
+    }
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true),
     )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The measurement.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Summary {
-    acked: u64,
-    window: f64,
-    latencies_us: Vec<u32>,
-    errors: BTreeMap<String, u64>,
-    rate_limited: u64,
-    unanswered: u64,
-    failed_connections: u64,
-}
-
-impl Summary {
-    fn error_total(&self) -> u64 {
-        self.errors.values().sum::<u64>() + self.unanswered + self.failed_connections
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * self.latencies_us.len() as f64).ceil() as usize;
-        let i = rank.clamp(1, self.latencies_us.len()) - 1;
-        f64::from(self.latencies_us[i]) / 1000.0
-    }
-
-    fn line(&self, durability: &str, connections: usize) -> String {
-        format!(
-            "durability={durability} connections={connections} acked={} acked_per_s={:.1} p50_ms={:.2} p99_ms={:.2} errors={} rate_limited={}",
-            self.acked,
-            self.acked as f64 / self.window,
-            self.percentile_ms(50.0),
-            self.percentile_ms(99.0),
-            self.error_total(),
-            self.rate_limited
-        )
+    .await
+    {
+        Err(_) => Err(format!("no connection to {url} within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
+        Ok(Ok((ws, _))) => Ok(ws),
     }
 }
 
@@ -327,104 +499,396 @@ fn mint(auth: &Auth, company: &str, sub: &str, role: Role) -> Result<String, Str
         role,
         name: None,
         groups: Vec::new(),
-        exp: now_secs() + 3600,
+        exp: now_secs() + 24 * 3600,
     })
     .map_err(|e| format!("cannot mint a token: {e}"))
 }
 
-async fn connect(url: &str, token: &str, enc: Encoding) -> Result<Ws, String> {
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| format!("bad url {url:?}: {e}"))?;
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
-    );
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(enc.subprotocol()),
-    );
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req)).await {
-        Err(_) => Err(format!("no connection to {url} within {CONNECT_TIMEOUT:?}")),
-        Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
-        Ok(Ok((ws, _))) => Ok(ws),
-    }
+fn packed<T: Serialize>(v: &T) -> Message {
+    Message::Binary(rmp_serde::to_vec_named(v).unwrap_or_default().into())
 }
 
-fn encode(enc: Encoding, frame: &Value) -> Message {
-    match enc {
-        Encoding::Json => Message::Text(frame.to_string().into()),
-        Encoding::Msgpack => {
-            Message::Binary(rmp_serde::to_vec_named(frame).unwrap_or_default().into())
+#[derive(Serialize)]
+struct OutCommand<'a, C> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    id: u64,
+    stream: &'a str,
+    command_id: &'a str,
+    command: C,
+}
+
+#[derive(Serialize)]
+struct SetParameter<'a> {
+    kind: &'static str,
+    key: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct AddNote<'a> {
+    kind: &'static str,
+    text: &'a str,
+}
+
+/// The fields of a server frame the tool looks at, borrowed from the frame's bytes (no
+/// allocation per delivered event).
+#[derive(Deserialize)]
+struct InFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: &'a str,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, borrow)]
+    code: Option<&'a str>,
+    #[serde(default, borrow)]
+    event: Option<InEvent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InEvent<'a> {
+    #[serde(default, borrow)]
+    value: Option<&'a str>,
+    #[serde(default, borrow)]
+    text: Option<&'a str>,
+}
+
+/// The send time in `t<micros>…`.
+fn stamp(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix('t')?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet: every connection, kept across the runs of one target.
+// ---------------------------------------------------------------------------------------------
+
+struct Room {
+    stream: String,
+    /// Member 0 is the owner, the sender.
+    members: Vec<Ws>,
+    notes: u32,
+}
+
+struct Fleet {
+    target: Target,
+    durability: String,
+    rooms: Vec<Room>,
+    connections: usize,
+    bare_bytes: usize,
+    run_id: String,
+    /// Runs so far: command ids of run k start at k << 32, so a late ack of an earlier run never
+    /// matches a command of this one.
+    runs: u64,
+}
+
+impl Fleet {
+    async fn connect(
+        target: Target,
+        args: &Args,
+        url: &str,
+        secret: Option<&str>,
+    ) -> Result<Fleet, String> {
+        let run_id = format!("{:08x}", rand::random::<u32>());
+        let streams: Vec<String> = (0..args.sessions)
+            .map(|i| match target {
+                Target::Copanel => format!("session/load-{run_id}-{i}"),
+                Target::Bare => format!("{i}"),
+            })
+            .collect();
+        let auth = match target {
+            Target::Copanel => {
+                let secret = secret.ok_or("--secret (or COPANEL_SECRET) is needed for copanel")?;
+                Some(Auth::new(secret.as_bytes()))
+            }
+            Target::Bare => None,
+        };
+        let owner = |s: usize| format!("op-{run_id}-{s}");
+        if let Some(auth) = &auth {
+            let service = mint(auth, &args.company, "load-platform", Role::Service)?;
+            let t = Instant::now();
+            let owners: Vec<String> = (0..args.sessions).map(owner).collect();
+            open_sessions(url, &service, &streams, &owners).await?;
+            eprintln!(
+                "load: opened {} sessions in {:.2} s",
+                streams.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let t = Instant::now();
+        let total = args.sessions * args.members;
+        let mut slots: Vec<Vec<Option<Ws>>> = (0..args.sessions)
+            .map(|_| (0..args.members).map(|_| None).collect())
+            .collect();
+        let jobs: Vec<(usize, usize)> = (0..args.sessions)
+            .flat_map(|s| (0..args.members).map(move |m| (s, m)))
+            .collect();
+        for batch in jobs.chunks(CONNECT_PARALLEL) {
+            let mut tasks = Vec::new();
+            for &(s, m) in batch {
+                let (conn_url, token) = match &auth {
+                    Some(auth) => {
+                        let token = if m == 0 {
+                            mint(auth, &args.company, &owner(s), Role::Operator)?
+                        } else {
+                            let sub = format!("sup-{run_id}-{s}-{m}");
+                            mint(auth, &args.company, &sub, Role::Supervisor)?
+                        };
+                        (url.to_owned(), Some(token))
+                    }
+                    None => (
+                        format!("{}/r/{}", url.trim_end_matches('/'), streams[s]),
+                        None,
+                    ),
+                };
+                let stream = streams[s].clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut ws = connect(&conn_url, token.as_deref()).await?;
+                    if token.is_some() {
+                        subscribe(&mut ws, &stream).await?;
+                    }
+                    Ok::<_, String>((s, m, ws))
+                }));
+            }
+            for task in tasks {
+                let (s, m, ws) = task.await.map_err(|e| format!("connect task: {e}"))??;
+                slots[s][m] = Some(ws);
+            }
+        }
+        let rooms = slots
+            .into_iter()
+            .zip(streams)
+            .map(|(members, stream)| Room {
+                stream,
+                members: members.into_iter().flatten().collect(),
+                notes: 0,
+            })
+            .collect();
+        eprintln!(
+            "load: {} {total} connections ({} sessions x {} members) connected and subscribed in {:.2} s",
+            target.name(),
+            args.sessions,
+            args.members,
+            t.elapsed().as_secs_f64()
+        );
+        Ok(Fleet {
+            target,
+            durability: if target == Target::Copanel {
+                args.durability.clone()
+            } else {
+                "none".into()
+            },
+            rooms,
+            connections: total,
+            bare_bytes: DEFAULT_BARE_BYTES,
+            run_id,
+            runs: 0,
+        })
+    }
+
+    /// One warm-up and window at `rate` commands/s in total.
+    async fn run(&mut self, args: &Args, rate: f64, rep: usize) -> Summary {
+        let per_session = rate / self.rooms.len() as f64;
+        let start = now_us();
+        let window_from = start + (args.warmup * 1e6) as u64;
+        let window_to = window_from + (args.duration * 1e6) as u64;
+        self.runs += 1;
+        let plan = Plan {
+            target: self.target,
+            run_start: start,
+            id_base: self.runs << 32,
+            period: Duration::from_secs_f64(1.0 / per_session),
+            window_from,
+            window_to,
+            note_every: args.note_every,
+            bare_bytes: self.bare_bytes,
+            tag: format!("{}-{rate}-{rep}", self.run_id),
+        };
+        eprintln!(
+            "load: {} offered {rate:.0} commands/s ({per_session:.2}/s per session), warm-up {} s, window {} s",
+            self.target.name(),
+            args.warmup,
+            args.duration
+        );
+        let mut tasks = Vec::new();
+        for room in std::mem::take(&mut self.rooms) {
+            let plan = plan.clone();
+            tasks.push(tokio::spawn(drive_room(room, plan)));
+        }
+        let mut stats = Stats::new();
+        for task in tasks {
+            match task.await {
+                Ok((room, s)) => {
+                    stats.merge(&s);
+                    self.rooms.push(room);
+                }
+                Err(e) => {
+                    stats.errors.entry(format!("task: {e}")).or_insert(1);
+                }
+            }
+        }
+        let lost: usize =
+            self.connections - self.rooms.iter().map(|r| r.members.len()).sum::<usize>();
+        if !stats.errors.is_empty() {
+            eprintln!("load: errors by kind: {:?}", stats.errors);
+        }
+        let window = args.duration;
+        Summary {
+            target: self.target,
+            durability: self.durability.clone(),
+            connections: self.connections - lost,
+            offered: rate,
+            rep,
+            window,
+            sent: stats.sent,
+            acked: stats.acked,
+            delivered: stats.delivered,
+            p50_ms: stats.latency.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: stats.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            p999_ms: stats.latency.value_at_quantile(0.999) as f64 / 1000.0,
+            ack_p99_ms: stats.ack_latency.value_at_quantile(0.99) as f64 / 1000.0,
+            errors: stats.errors.values().sum(),
+            stale: stats.stale,
+            mean_event_bytes: stats
+                .event_bytes
+                .checked_div(stats.events_seen)
+                .unwrap_or(0) as usize,
+            load: loadavg(),
+        }
+    }
+
+    async fn close(self) {
+        let mut tasks = Vec::new();
+        for room in self.rooms {
+            tasks.push(tokio::spawn(async move {
+                for mut ws in room.members {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     }
 }
 
-fn decode(enc: Encoding, msg: Message) -> Option<ServerFrame> {
-    let bytes = match msg {
-        Message::Text(t) => t.as_bytes().to_vec(),
-        Message::Binary(b) => b.to_vec(),
-        _ => return None,
-    };
-    decode_server(enc, &bytes).ok()
+async fn subscribe(ws: &mut Ws, stream: &str) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Sub<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        id: u64,
+        stream: &'a str,
+    }
+    ws.send(packed(&Sub {
+        ty: "subscribe",
+        id: 0,
+        stream,
+    }))
+    .await
+    .map_err(|e| format!("subscribe: {e}"))?;
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| format!("no `subscribed` for {stream} within {CONNECT_TIMEOUT:?}"))?;
+        let Some(Ok(Message::Binary(b))) = msg else {
+            if matches!(msg, Some(Ok(_))) {
+                continue;
+            }
+            return Err(format!("connection closed while subscribing to {stream}"));
+        };
+        if let Ok(f) = rmp_serde::from_slice::<InFrame>(&b) {
+            match f.ty {
+                "subscribed" => return Ok(()),
+                "error" => {
+                    return Err(format!(
+                        "subscribe {stream} refused: {}",
+                        f.code.unwrap_or("?")
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Opens the sessions, `OPEN_CHUNK` per service connection, all chunks at once.
 async fn open_sessions(
     url: &str,
     token: &str,
-    sessions: &[String],
+    streams: &[String],
     owners: &[String],
 ) -> Result<(), String> {
-    let mut tasks = Vec::new();
-    let chunks: Vec<Vec<(String, String)>> = sessions
+    #[derive(Serialize)]
+    struct Client {
+        name: &'static str,
+        email: &'static str,
+    }
+    #[derive(Serialize)]
+    struct OwnerOp<'a> {
+        operator_id: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Open<'a> {
+        kind: &'static str,
+        channel: &'static str,
+        client: Client,
+        owner: OwnerOp<'a>,
+    }
+    let pairs: Vec<(String, String)> = streams
         .iter()
         .cloned()
         .zip(owners.iter().cloned())
-        .collect::<Vec<_>>()
-        .chunks(OPEN_CHUNK)
-        .map(<[_]>::to_vec)
         .collect();
-    for chunk in chunks {
+    let mut tasks = Vec::new();
+    for chunk in pairs.chunks(OPEN_CHUNK) {
+        let chunk = chunk.to_vec();
         let url = url.to_owned();
         let token = token.to_owned();
         tasks.push(tokio::spawn(async move {
-            let enc = Encoding::Msgpack;
-            let mut ws = connect(&url, &token, enc).await?;
+            let mut ws = connect(&url, Some(&token)).await?;
             for (i, (stream, owner)) in chunk.iter().enumerate() {
-                let frame = json!({"type": "command", "id": i as u64, "stream": stream,
-                    "command_id": format!("open-{stream}"),
-                    "command": {"kind": "open_session", "channel": "chat",
-                        "client": {"name": "Load Test", "email": "load@example.com"},
-                        "owner": {"operator_id": owner}}});
-                ws.feed(encode(enc, &frame))
-                    .await
-                    .map_err(|e| format!("send: {e}"))?;
+                let command_id = format!("open-{stream}");
+                ws.feed(packed(&OutCommand {
+                    ty: "command",
+                    id: i as u64,
+                    stream,
+                    command_id: &command_id,
+                    command: Open {
+                        kind: "open_session",
+                        channel: "chat",
+                        client: Client {
+                            name: "Load Test",
+                            email: "load@example.com",
+                        },
+                        owner: OwnerOp { operator_id: owner },
+                    },
+                }))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
             }
             ws.flush().await.map_err(|e| format!("send: {e}"))?;
             let mut left = chunk.len();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while left > 0 {
                 let msg = tokio::time::timeout_at(deadline, ws.next())
                     .await
-                    .map_err(|_| "opening the sessions took more than 30 s".to_string())?;
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    _ => {
-                        return Err("the server closed the connection while opening sessions".into())
-                    }
+                    .map_err(|_| "opening the sessions took more than 60 s".to_string())?;
+                let Some(Ok(msg)) = msg else {
+                    return Err("the server closed the connection while opening sessions".into());
                 };
-                match decode(enc, msg) {
-                    Some(ServerFrame::Ack { .. }) => left -= 1,
-                    Some(ServerFrame::Error {
-                        code,
-                        message,
-                        stream,
-                        ..
-                    }) => {
-                        return Err(format!(
-                            "open_session on {stream:?} refused: {code}: {message}"
-                        ))
+                let Message::Binary(b) = msg else { continue };
+                let Ok(f) = rmp_serde::from_slice::<InFrame>(&b) else {
+                    continue;
+                };
+                match f.ty {
+                    "ack" => left -= 1,
+                    "error" => {
+                        return Err(format!("open_session refused: {}", f.code.unwrap_or("?")))
                     }
                     _ => {}
                 }
@@ -439,311 +903,376 @@ async fn open_sessions(
     Ok(())
 }
 
-/// What one connection measured.
-#[derive(Default)]
-struct ConnStats {
+// ---------------------------------------------------------------------------------------------
+// One run.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Plan {
+    target: Target,
+    /// When this run started (µs); an event sent before it is an earlier run's backlog.
+    run_start: u64,
+    /// The first command id of this run.
+    id_base: u64,
+    /// Between two commands of one owner.
+    period: Duration,
+    window_from: u64,
+    window_to: u64,
+    note_every: u64,
+    bare_bytes: usize,
+    /// Makes command ids unique across runs.
+    tag: String,
+}
+
+/// What a room (or the whole run) measured.
+struct Stats {
+    sent: u64,
     acked: u64,
-    latencies_us: Vec<u32>,
+    delivered: u64,
+    latency: Histogram<u64>,
+    ack_latency: Histogram<u64>,
     errors: BTreeMap<String, u64>,
-    rate_limited: u64,
-    unanswered: u64,
-    failed: bool,
+    event_bytes: u64,
+    events_seen: u64,
+    /// Deliveries of commands sent before this run (an earlier run's backlog), not counted.
+    stale: u64,
 }
 
-/// A client-side token bucket. `rate == 0` never limits.
-struct Pace {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Pace {
-    fn new(rate: f64, burst: f64) -> Self {
-        Pace {
-            rate,
-            burst,
-            // A random start spreads the connections' first commands over one interval.
-            tokens: rand::random::<f64>(),
-            at: Instant::now(),
+impl Stats {
+    fn new() -> Stats {
+        let h = || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static bounds");
+        Stats {
+            sent: 0,
+            acked: 0,
+            delivered: 0,
+            latency: h(),
+            ack_latency: h(),
+            errors: BTreeMap::new(),
+            event_bytes: 0,
+            events_seen: 0,
+            stale: 0,
         }
     }
 
-    fn refill(&mut self) {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
+    fn merge(&mut self, o: &Stats) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.delivered += o.delivered;
+        let _ = self.latency.add(&o.latency);
+        let _ = self.ack_latency.add(&o.ack_latency);
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        self.event_bytes += o.event_bytes;
+        self.events_seen += o.events_seen;
+        self.stale += o.stale;
     }
 
-    fn take(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
+    fn error(&mut self, what: &str) {
+        *self.errors.entry(what.to_owned()).or_default() += 1;
+    }
+
+    fn in_window(plan: &Plan, t: u64) -> bool {
+        t >= plan.window_from && t < plan.window_to
+    }
+
+    fn delivered_at(&mut self, plan: &Plan, sent_us: u64, bytes: usize) {
+        let now = now_us();
+        self.event_bytes += bytes as u64;
+        self.events_seen += 1;
+        if sent_us < plan.run_start {
+            self.stale += 1;
+            return;
         }
-        self.refill();
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+        if Stats::in_window(plan, now) {
+            self.delivered += 1;
+            self.latency
+                .saturating_record(now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US));
         }
     }
 
-    fn until_next(&mut self) -> Duration {
-        if self.rate <= 0.0 {
-            return Duration::from_secs(3600);
+    fn acked_at(&mut self, plan: &Plan, sent_us: u64) {
+        let now = now_us();
+        if Stats::in_window(plan, now) {
+            self.acked += 1;
+            self.ack_latency
+                .saturating_record(now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US));
         }
-        self.refill();
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0005))
     }
 }
 
-struct Job {
-    ws: Ws,
-    enc: Encoding,
-    stream: String,
-    /// Notes issued on the session so far, shared by its connections.
-    notes: Arc<AtomicU32>,
-    conn: usize,
-    inflight: usize,
-    rate: f64,
-    start: Instant,
-    deadline: Instant,
-}
-
-/// One connection's run: pipelined commands until the deadline, then the last acks.
-async fn drive(job: Job) -> ConnStats {
-    let Job {
-        ws,
-        enc,
-        stream: session,
-        notes,
-        conn,
-        inflight: window,
-        rate,
-        start,
-        deadline,
-    } = job;
-    let mut stats = ConnStats::default();
-    let (mut sink, mut stream) = ws.split();
-    let mut pace = Pace::new(rate, (window as f64).clamp(1.0, 10.0));
-    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
-    let mut n: u64 = 0;
-    let end = deadline + GRACE;
-    // After a `rate_limited` refusal the connection pauses briefly instead of spinning.
-    let mut paused_until = start;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let sending = now < deadline;
-        let paused = now < paused_until;
-        if !sending && sent_at.is_empty() {
-            break;
-        }
-        if sending && !paused {
-            let mut fed = false;
-            while sent_at.len() < window && pace.take() {
-                n += 1;
-                let command = if n % 2 == 1 && notes.fetch_add(1, Ordering::Relaxed) < NOTE_BUDGET {
-                    json!({"kind": "add_note", "text": format!("load note {conn}-{n}")})
-                } else {
-                    json!({"kind": "set_parameter", "key": format!("k{}", n % PARAMETER_KEYS),
-                        "value": format!("v{conn}-{n}")})
-                };
-                let frame = json!({"type": "command", "id": n, "stream": session,
-                    "command_id": format!("c{conn}-{n}"), "command": command});
-                sent_at.insert(n, Instant::now());
-                if sink.feed(encode(enc, &frame)).await.is_err() {
-                    stats.failed = true;
-                    break;
-                }
-                fed = true;
+/// One room for one run: the owner sends on its pace until the window ends while every member
+/// reads; then everyone drains for `DRAIN`. Returns the room (its sockets) for the next run.
+async fn drive_room(mut room: Room, plan: Plan) -> (Room, Stats) {
+    let mut stats = Stats::new();
+    let stop_sending = tokio::time::Instant::now()
+        + Duration::from_micros(plan.window_to.saturating_sub(now_us()));
+    let end = stop_sending + DRAIN;
+    let members = std::mem::take(&mut room.members);
+    let mut iter = members.into_iter();
+    let Some(owner) = iter.next() else {
+        return (room, stats);
+    };
+    let readers: Vec<_> = iter
+        .map(|ws| {
+            let plan = plan.clone();
+            tokio::spawn(read_member(ws, plan, end))
+        })
+        .collect();
+    let (owner, notes, owner_stats) =
+        drive_owner(owner, &room.stream, room.notes, &plan, stop_sending, end).await;
+    room.notes = notes;
+    stats.merge(&owner_stats);
+    let mut members = Vec::new();
+    if let Some(ws) = owner {
+        members.push(ws);
+    } else {
+        stats.error("owner_connection_lost");
+    }
+    for r in readers {
+        match r.await {
+            Ok((Some(ws), s)) => {
+                stats.merge(&s);
+                members.push(ws);
             }
-            if stats.failed || (fed && sink.flush().await.is_err()) {
-                stats.failed = true;
-                break;
+            Ok((None, s)) => {
+                stats.merge(&s);
+                stats.error("member_connection_lost");
             }
+            Err(_) => stats.error("member_task"),
         }
-        let now = Instant::now();
-        let wait = if sending && paused {
-            paused_until.saturating_duration_since(now)
-        } else if sending && sent_at.len() < window {
-            pace.until_next()
-                .min(deadline.saturating_duration_since(now))
-        } else if sending {
-            deadline.saturating_duration_since(now)
-        } else {
-            end.saturating_duration_since(now)
-        };
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = tokio::time::sleep(wait) => continue,
-        };
-        let frame = match msg {
-            Some(Ok(m)) => match decode(enc, m) {
-                Some(f) => f,
-                None => continue,
-            },
-            _ => {
-                stats.failed = true;
-                break;
-            }
-        };
-        let received = Instant::now();
-        match frame {
-            ServerFrame::Ack { id: Some(id), .. } => {
-                if let Some(at) = sent_at.remove(&id) {
-                    if received <= deadline && at >= start {
-                        stats.acked += 1;
-                        let us = received.duration_since(at).as_micros();
-                        stats
-                            .latencies_us
-                            .push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+    room.members = members;
+    (room, stats)
+}
+
+/// Reads one frame's worth of measurement into `stats`; `Some(id)` for the owner's acks.
+fn observe(plan: &Plan, stats: &mut Stats, msg: &Message, sent: &mut HashMap<u64, u64>) {
+    let Message::Binary(b) = msg else { return };
+    match plan.target {
+        Target::Copanel => {
+            let Ok(f) = rmp_serde::from_slice::<InFrame>(b) else {
+                stats.error("undecodable_frame");
+                return;
+            };
+            match f.ty {
+                "event" => {
+                    let t = f
+                        .event
+                        .as_ref()
+                        .and_then(|e| e.value.or(e.text))
+                        .and_then(stamp);
+                    if let Some(t) = t {
+                        stats.delivered_at(plan, t, b.len());
                     }
                 }
-            }
-            ServerFrame::Error {
-                id: Some(id), code, ..
-            } => {
-                sent_at.remove(&id);
-                if code == ErrorCode::RateLimited {
-                    stats.rate_limited += 1;
-                    paused_until = received + RATE_LIMITED_PAUSE;
-                } else {
-                    *stats.errors.entry(code.as_str().to_owned()).or_default() += 1;
+                "ack" => {
+                    if let Some(t) = f.id.and_then(|id| sent.remove(&id)) {
+                        stats.acked_at(plan, t);
+                    }
                 }
+                "error" => {
+                    if let Some(id) = f.id {
+                        sent.remove(&id);
+                    }
+                    stats.error(f.code.unwrap_or("error"));
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        Target::Bare => {
+            if b.len() < 16 {
+                return;
+            }
+            let mut t = [0u8; 8];
+            let mut id = [0u8; 8];
+            t.copy_from_slice(&b[..8]);
+            id.copy_from_slice(&b[8..16]);
+            let t = u64::from_le_bytes(t);
+            stats.delivered_at(plan, t, b.len());
+            // The owner's own message back is its "ack".
+            if sent.remove(&u64::from_le_bytes(id)).is_some() {
+                stats.acked_at(plan, t);
+            }
         }
     }
-    stats.unanswered = sent_at.len() as u64;
-    let _ = sink.close().await;
-    stats
 }
 
-async fn measure(args: &Args, url: &str, secret: &str) -> Result<Summary, String> {
-    let auth = Auth::new(secret.as_bytes());
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let sessions: Vec<String> = (0..args.sessions)
-        .map(|i| format!("session/load-{run_id}-{i}"))
-        .collect();
-    let owners: Vec<String> = (0..args.sessions)
-        .map(|i| format!("op-{run_id}-{i}"))
-        .collect();
-    let service = mint(&auth, &args.company, "load-platform", Role::Service)?;
-    let opened = Instant::now();
-    open_sessions(url, &service, &sessions, &owners).await?;
-    eprintln!(
-        "load: opened {} sessions in {:.2} s",
-        sessions.len(),
-        opened.elapsed().as_secs_f64()
-    );
+/// How long the next read may wait: until `end`, then `QUIET` at a time up to `end + DRAIN_MAX`.
+/// `None`: stop reading.
+fn read_deadline(end: tokio::time::Instant, idle_since_end: bool) -> Option<tokio::time::Instant> {
+    let now = tokio::time::Instant::now();
+    if now < end {
+        Some(end)
+    } else if idle_since_end || now >= end + DRAIN_MAX {
+        None
+    } else {
+        Some((now + QUIET).min(end + DRAIN_MAX))
+    }
+}
 
-    let enc = match args.encoding {
-        Enc::Msgpack => Encoding::Msgpack,
-        Enc::Json => Encoding::Json,
-    };
-    let notes: Vec<Arc<AtomicU32>> = (0..args.sessions)
-        .map(|_| Arc::new(AtomicU32::new(0)))
-        .collect();
-    // Connect everything first, a bounded number at a time, so the window measures commands.
-    let mut conns: Vec<Option<Ws>> = Vec::with_capacity(args.connections);
-    let mut failed_connections = 0u64;
-    let mut first_error = None;
-    for batch in (0..args.connections)
-        .collect::<Vec<_>>()
-        .chunks(CONNECT_PARALLEL)
-    {
-        let mut tasks = Vec::new();
-        for &c in batch {
-            let s = c % args.sessions;
-            let token = match args.role {
-                Writer::Owner => mint(&auth, &args.company, &owners[s], Role::Operator)?,
-                Writer::Service => service.clone(),
-            };
-            let url = url.to_owned();
-            tasks.push(tokio::spawn(
-                async move { connect(&url, &token, enc).await },
-            ));
+async fn read_member(mut ws: Ws, plan: Plan, end: tokio::time::Instant) -> (Option<Ws>, Stats) {
+    let mut stats = Stats::new();
+    let mut none = HashMap::new();
+    let mut idle = false;
+    while let Some(deadline) = read_deadline(end, idle) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => idle = deadline > end,
+            Ok(Some(Ok(msg))) => observe(&plan, &mut stats, &msg, &mut none),
+            Ok(_) => return (None, stats),
         }
-        for t in tasks {
-            match t.await.map_err(|e| format!("connect task: {e}"))? {
-                Ok(ws) => conns.push(Some(ws)),
-                Err(e) => {
-                    failed_connections += 1;
-                    first_error.get_or_insert(e);
-                    conns.push(None);
+    }
+    (Some(ws), stats)
+}
+
+async fn drive_owner(
+    mut ws: Ws,
+    stream: &str,
+    mut notes: u32,
+    plan: &Plan,
+    stop_sending: tokio::time::Instant,
+    end: tokio::time::Instant,
+) -> (Option<Ws>, u32, Stats) {
+    let mut stats = Stats::new();
+    // id -> send time, for the acks.
+    let mut sent: HashMap<u64, u64> = HashMap::new();
+    // A random phase spreads the owners' commands over one period.
+    let phase = plan.period.mul_f64(rand::random::<f64>());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, plan.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n: u64 = plan.id_base;
+    let mut pad = Vec::new();
+    let mut idle = false;
+    while let Some(deadline) = read_deadline(end, idle) {
+        tokio::select! {
+            m = tokio::time::timeout_at(deadline, ws.next()) => match m {
+                Err(_) => idle = deadline > end,
+                Ok(Some(Ok(msg))) => observe(plan, &mut stats, &msg, &mut sent),
+                Ok(_) => return (None, notes, stats),
+            },
+            at = tick.tick(), if tokio::time::Instant::now() < stop_sending => {
+                if at >= stop_sending {
+                    continue;
+                }
+                n += 1;
+                let t = now_us();
+                let msg = match plan.target {
+                    Target::Copanel => {
+                        let command_id = format!("c{}-{n}", plan.tag);
+                        let note = plan.note_every > 0 && n % plan.note_every == 0 && notes < NOTE_BUDGET;
+                        if note {
+                            notes += 1;
+                            let text = format!("t{t} load note");
+                            packed(&OutCommand { ty: "command", id: n, stream, command_id: &command_id,
+                                command: AddNote { kind: "add_note", text: &text } })
+                        } else {
+                            let key = format!("k{}", n % PARAMETER_KEYS);
+                            let value = format!("t{t}");
+                            packed(&OutCommand { ty: "command", id: n, stream, command_id: &command_id,
+                                command: SetParameter { kind: "set_parameter", key: &key, value: &value } })
+                        }
+                    }
+                    Target::Bare => {
+                        pad.clear();
+                        pad.extend_from_slice(&t.to_le_bytes());
+                        pad.extend_from_slice(&n.to_le_bytes());
+                        pad.resize(plan.bare_bytes, b'x');
+                        Message::Binary(pad.clone().into())
+                    }
+                };
+                sent.insert(n, t);
+                if Stats::in_window(plan, t) {
+                    stats.sent += 1;
+                }
+                if ws.send(msg).await.is_err() {
+                    return (None, notes, stats);
                 }
             }
         }
     }
-    if let Some(e) = &first_error {
-        eprintln!("load: {failed_connections} connections failed, the first: {e}");
-    }
-    if failed_connections as usize == args.connections {
-        return Err(first_error.unwrap_or_default());
-    }
-    let offered = if args.rate_per_conn > 0.0 {
-        format!(
-            "at most {:.0} commands/s ({} connections x {}/s)",
-            args.rate_per_conn * (args.connections as f64 - failed_connections as f64),
-            args.connections as u64 - failed_connections,
-            args.rate_per_conn
-        )
-    } else {
-        "unpaced".to_owned()
-    };
-    eprintln!(
-        "load: {} connections, {} in flight each, {offered}, for {} s",
-        args.connections as u64 - failed_connections,
-        args.inflight,
-        args.duration
-    );
+    (Some(ws), notes, stats)
+}
 
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let mut tasks = Vec::new();
-    for (c, ws) in conns.into_iter().enumerate() {
-        let Some(ws) = ws else { continue };
-        let s = c % args.sessions;
-        tasks.push(tokio::spawn(drive(Job {
-            ws,
-            enc,
-            stream: sessions[s].clone(),
-            notes: notes[s].clone(),
-            conn: c,
-            inflight: args.inflight,
-            rate: args.rate_per_conn,
-            start,
-            deadline,
-        })));
+// ---------------------------------------------------------------------------------------------
+// Results.
+// ---------------------------------------------------------------------------------------------
+
+struct Summary {
+    target: Target,
+    durability: String,
+    connections: usize,
+    offered: f64,
+    rep: usize,
+    window: f64,
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    ack_p99_ms: f64,
+    errors: u64,
+    stale: u64,
+    mean_event_bytes: usize,
+    load: String,
+}
+
+impl Summary {
+    fn delivered_per_s(&self) -> f64 {
+        self.delivered as f64 / self.window
     }
-    let mut sum = Summary {
-        window: args.duration,
-        failed_connections,
-        ..Summary::default()
-    };
-    for t in tasks {
-        let s = t.await.map_err(|e| format!("connection task: {e}"))?;
-        sum.acked += s.acked;
-        sum.latencies_us.extend(s.latencies_us);
-        sum.rate_limited += s.rate_limited;
-        sum.unanswered += s.unanswered;
-        if s.failed {
-            *sum.errors.entry("connection_lost".into()).or_default() += 1;
-        }
-        for (k, v) in s.errors {
-            *sum.errors.entry(k).or_default() += v;
-        }
+
+    fn line(&self) -> String {
+        format!(
+            "target={} durability={} conns={} offered={:.0} sent_per_s={:.0} acked_per_s={:.0} delivered_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p99_ms={:.2} frame_bytes={} errors={} stale={} load={}",
+            self.target.name(),
+            self.durability,
+            self.connections,
+            self.offered,
+            self.sent as f64 / self.window,
+            self.acked as f64 / self.window,
+            self.delivered_per_s(),
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.ack_p99_ms,
+            self.mean_event_bytes,
+            self.errors,
+            self.stale,
+            self.load,
+        )
     }
-    sum.latencies_us.sort_unstable();
-    if sum.error_total() > 0 {
-        eprintln!(
-            "load: errors by kind: {:?}, unanswered at the end: {}, failed connections: {}",
-            sum.errors, sum.unanswered, sum.failed_connections
-        );
+}
+
+const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_cmd_s,acked_cmd_s,delivered_ev_s,p50_ms,p99_ms,p999_ms,ack_p99_ms,frame_bytes,errors,loadavg,stale";
+
+fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if new {
+        writeln!(f, "{CSV_HEADER}")?;
     }
-    Ok(sum)
+    writeln!(
+        f,
+        "{},{},{},{:.0},{},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{}",
+        s.target.name(),
+        s.durability,
+        s.connections,
+        s.offered,
+        s.rep,
+        s.sent as f64 / s.window,
+        s.acked as f64 / s.window,
+        s.delivered_per_s(),
+        s.p50_ms,
+        s.p99_ms,
+        s.p999_ms,
+        s.ack_p99_ms,
+        s.mean_event_bytes,
+        s.errors,
+        s.load,
+        s.stale
+    )
 }

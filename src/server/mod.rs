@@ -478,10 +478,11 @@ fn choose_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     ))
 }
 
-/// Bytes the WebSocket layer reads per call. tungstenite's default (128 KiB) is zero-filled
-/// and resident for every connection, idle or not: 2,000 idle connections cost 280 MB (140 KiB
-/// each; 15 KiB with this, see BENCHMARKS.md). Client frames are small (64 KiB at most); a
-/// larger one is read in several calls.
+/// Bytes the WebSocket layer reads per call. tungstenite's default (128 KiB) is resident for
+/// every connection, idle or not (2,000 idle connections cost 280 MB: 140 KiB each, 15 KiB with
+/// this), and zero-filled before every read, which made `memset` a third of the server's CPU
+/// under fan-out load (perf, examples/load.rs); see BENCHMARKS.md. Client frames are small
+/// (64 KiB at most); a larger one is read in several calls.
 const WS_READ_BUFFER: usize = 4 * 1024;
 /// Bytes queued before the WebSocket layer writes without waiting for a flush (the connection
 /// flushes after each batch anyway). Bounds the capacity a busy connection's buffer keeps.
