@@ -211,7 +211,11 @@ async fn a_failed_flush_acks_and_publishes_nothing_until_a_flush_succeeds() {
     // The log holds the unflushed events, but reads stop at the durable head.
     assert_eq!(seqs(&watcher.full_history(s).await), vec![1]);
     let f = watcher.state_at(s, 2).await;
-    assert_eq!(error_code(&f), "invalid", "state_at past the durable head: {f:?}");
+    assert_eq!(
+        error_code(&f),
+        "invalid",
+        "state_at past the durable head: {f:?}"
+    );
 
     // Space is back. The retry gets the original seq; the subscriber gets both events, in
     // order, once; the next command follows them.
