@@ -141,8 +141,8 @@ pub struct SubmitPermit<'a>(mpsc::Permit<'a, Msg>);
 
 impl SubmitPermit<'_> {
     /// Queues the command in the reserved slot.
-    pub fn submit(self, req: CommandRequest) {
-        self.0.send(Msg::Command(Box::new(req)));
+    pub fn submit(self, req: Box<CommandRequest>) {
+        self.0.send(Msg::Command(req));
     }
 }
 
@@ -209,10 +209,11 @@ impl WriterHandle {
 
     /// Queues a command if the queue has room now; `Err` gives it back when the queue is full.
     /// If the writer has stopped, the command is answered `unavailable` (and `Ok`).
-    pub fn try_submit(&self, req: CommandRequest) -> Result<(), CommandRequest> {
-        match self.tx.try_send(Msg::Command(Box::new(req))) {
+    /// Boxed as the queue holds it: handing it back and forth copies no request.
+    pub fn try_submit(&self, req: Box<CommandRequest>) -> Result<(), Box<CommandRequest>> {
+        match self.tx.try_send(Msg::Command(req)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Msg::Command(req))) => Err(*req),
+            Err(mpsc::error::TrySendError::Full(Msg::Command(req))) => Err(req),
             Err(mpsc::error::TrySendError::Closed(Msg::Command(req))) => {
                 let _ = req.reply.send(Err(CommandError::Unavailable(
                     "the server is shutting down".into(),

@@ -86,7 +86,7 @@ struct Conn {
     activity_bucket: (f64, Instant),
     /// Commands received while the writer's queue was full, in order, waiting for room; their
     /// replies are already in the ordered reply set. At most `MAX_IN_FLIGHT`.
-    pending: VecDeque<CommandRequest>,
+    pending: VecDeque<Box<CommandRequest>>,
 }
 
 pub(super) async fn run(
@@ -621,7 +621,7 @@ impl Conn {
                 let submitted = Instant::now();
                 // Never waits: a full writer queue keeps the command here (in order) and the
                 // loop submits it when there is room. The in-flight cap bounds what is kept.
-                self.pending.push_back(CommandRequest {
+                self.pending.push_back(Box::new(CommandRequest {
                     company: self.company.clone(),
                     principal: (*self.principal).clone(),
                     stream: stream.clone(),
@@ -629,7 +629,7 @@ impl Conn {
                     expected_seq,
                     command,
                     reply: tx,
-                });
+                }));
                 self.submit_pending();
                 let conn = self.id;
                 replies.push_back(Box::pin(async move {
