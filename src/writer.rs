@@ -136,6 +136,16 @@ enum Msg {
     },
 }
 
+/// Room for one command in the writer's queue, from [`WriterHandle::reserve`].
+pub struct SubmitPermit<'a>(mpsc::Permit<'a, Msg>);
+
+impl SubmitPermit<'_> {
+    /// Queues the command in the reserved slot.
+    pub fn submit(self, req: Box<CommandRequest>) {
+        self.0.send(Msg::Command(req));
+    }
+}
+
 /// Sends work to the writer. Cloneable; the writer stops once every handle is dropped and the
 /// queue is drained.
 #[derive(Clone)]
@@ -195,6 +205,30 @@ impl WriterHandle {
                 "the server is shutting down".into(),
             )));
         }
+    }
+
+    /// Queues a command if the queue has room now; `Err` gives it back when the queue is full.
+    /// If the writer has stopped, the command is answered `unavailable` (and `Ok`).
+    /// Boxed as the queue holds it: handing it back and forth copies no request.
+    pub fn try_submit(&self, req: Box<CommandRequest>) -> Result<(), Box<CommandRequest>> {
+        match self.tx.try_send(Msg::Command(req)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Msg::Command(req))) => Err(req),
+            Err(mpsc::error::TrySendError::Closed(Msg::Command(req))) => {
+                let _ = req.reply.send(Err(CommandError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+                Ok(())
+            }
+            // Only commands are sent here.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits for room for one command in the queue, without taking it from other senders
+    /// (cancel-safe: dropping the future gives nothing up). `None`: the writer has stopped.
+    pub async fn reserve(&self) -> Option<SubmitPermit<'_>> {
+        self.tx.reserve().await.ok().map(SubmitPermit)
     }
 
     /// Records that `operator` of `company` belongs to `groups` (from its token). Best effort:

@@ -158,3 +158,70 @@ async fn concurrent_expected_seq_lets_exactly_one_win() {
     assert_eq!(writers[0].head(s).await, 2, "nothing else appended");
     server.stop().await;
 }
+
+/// Commands fired past the writer's queue (one slot here) and past a connection's in-flight
+/// cap: the connection keeps them in order while the writer has no room and stops reading at
+/// the cap; every command is answered, in request order, with increasing seqs, and the log
+/// holds each connection's commands in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_writer_queue_keeps_each_connections_order() {
+    const N: usize = 300;
+    let server = TestServer::start_with(|c| {
+        c.writer_queue = 1;
+        c.edge.commands_per_sec = 1e6;
+        c.edge.command_burst = 1e6;
+    })
+    .await;
+    opened(&server, "full", "op1").await;
+    let s = "session/full";
+    async fn fire_n(mut c: Client, s: &'static str, tag: &'static str) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let cmd = json!({"kind": "set_parameter", "key": format!("{tag}{}", i % 5), "value": format!("v{i}")});
+            ids.push(c.send_command(s, &format!("{tag}-{i}"), cmd).await);
+        }
+        let mut seqs = Vec::new();
+        for id in ids {
+            match c.recv().await {
+                ServerFrame::Ack {
+                    id: Some(got), seq, ..
+                } => {
+                    assert_eq!(got, id, "{tag}: replies in request order");
+                    seqs.push(seq);
+                }
+                other => panic!("{tag}: expected an ack, got {other:?}"),
+            }
+        }
+        seqs
+    }
+    let w1 = server.client("op1", Role::Operator).await;
+    let w2 = server.client("platform", Role::Service).await;
+    let (a, b) = tokio::join!(
+        tokio::spawn(fire_n(w1, s, "a")),
+        tokio::spawn(fire_n(w2, s, "b"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for (name, acked) in [("a", &a), ("b", &b)] {
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "{name}: acks increase: {acked:?}"
+        );
+    }
+    let all: BTreeSet<u64> = a.iter().chain(&b).copied().collect();
+    let n = 1 + 2 * N as u64;
+    assert_eq!(
+        all,
+        (2..=n).collect::<BTreeSet<_>>(),
+        "acks cover 2..=n once"
+    );
+    let mut reader = server.client("sup1", Role::Supervisor).await;
+    let log = reader.full_history(s).await;
+    assert_eq!(log.len() as u64, n);
+    for (tag, acked) in [("a", &a), ("b", &b)] {
+        for (i, seq) in acked.iter().enumerate() {
+            let e = &log[(*seq - 1) as usize];
+            assert_eq!(e.command_id.as_deref(), Some(format!("{tag}-{i}").as_str()));
+        }
+    }
+    server.stop().await;
+}

@@ -1,10 +1,13 @@
 //! One WebSocket connection.
 //!
 //! A single task owns the socket and runs one `select!` over: frames from the client, command
-//! results from the writer (in request order), live events from the hub's bounded queue, lag
-//! signals (a subscription that overflowed the queue catches up from the log), server pings and
-//! the idle timeout, token expiry, and shutdown. Writes to the socket are batched: everything
-//! ready is fed, then flushed once.
+//! results from the writer (in request order), room in the writer's queue for commands that
+//! found it full, live events from the hub's bounded queue, lag signals (a subscription that
+//! overflowed the queue catches up from the log), server pings and the idle timeout, token
+//! expiry, and shutdown. No turn waits for the writer: a command goes into its queue at once or
+//! waits here, in order, while events and replies keep flowing; at `MAX_IN_FLIGHT` unanswered
+//! commands the socket is not read. Writes to the socket are batched: everything ready (events,
+//! or command replies) is fed, then flushed once.
 //!
 //! Never: hold a hub lock or a DashMap guard across an `.await` (the hub API makes that
 //! impossible: it takes closures), or let bad input end the connection — a bad frame gets an
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use copanel_protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame, StreamName};
 use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -37,8 +40,12 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_IDLE: u16 = 4002;
 /// Events read from the log per page during catch-up.
 const CATCH_UP_PAGE: usize = 256;
-/// Live events written per socket flush.
+/// Live events (or command replies) written per socket flush.
 const WRITE_BATCH: usize = 128;
+/// Commands a connection may have in flight (received, not yet answered). At the cap the
+/// connection stops reading its socket until a reply is sent: that is its backpressure, and
+/// it bounds the replies and the not-yet-submitted commands it holds.
+const MAX_IN_FLIGHT: usize = 128;
 /// Sustained activity hints per second per connection.
 const ACTIVITY_PER_SEC: f64 = 5.0;
 /// Activity hint burst per connection.
@@ -77,6 +84,9 @@ struct Conn {
     /// Token bucket for activity hints, apart from commands: typing must not eat the command
     /// budget, nor a flood of hints reach the other viewers.
     activity_bucket: (f64, Instant),
+    /// Commands received while the writer's queue was full, in order, waiting for room; their
+    /// replies are already in the ordered reply set. At most `MAX_IN_FLIGHT`.
+    pending: VecDeque<Box<CommandRequest>>,
 }
 
 pub(super) async fn run(
@@ -105,6 +115,7 @@ pub(super) async fn run(
         bucket: (burst, Instant::now()),
         name: claims.name.clone(),
         activity_bucket: (ACTIVITY_BURST, Instant::now()),
+        pending: VecDeque::new(),
     };
     tracing::info!(conn = id, operator = %claims.sub, company = %claims.company, role = ?claims.role, ?enc, "connection opened");
     if claims.role != copanel_protocol::Role::Service {
@@ -203,6 +214,7 @@ impl Conn {
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
         let lag = self.lag.clone();
+        let writer = self.app.writer.clone();
 
         loop {
             let step: Result<(), End> = tokio::select! {
@@ -214,7 +226,8 @@ impl Conn {
                     let _ = self.send(&f).await;
                     Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired"))
                 }
-                msg = stream.next() => {
+                // At the in-flight cap the socket is not read: the client waits for replies.
+                msg = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
                     match msg {
                         Some(Err(e)) if invalid_utf8(&e) => {
@@ -227,10 +240,26 @@ impl Conn {
                         Some(Ok(Message::Binary(b))) => self.on_frame(b, &mut replies).await,
                     }
                 }
-                Some(frame) = replies.next(), if !replies.is_empty() => self.send(&frame).await,
+                Some(frame) = replies.next(), if !replies.is_empty() => self.send_replies(frame, &mut replies).await,
+                // Commands the writer had no room for, submitted in the order received as soon as
+                // it has: the loop goes on writing events and replies meanwhile.
+                permit = writer.reserve(), if !self.pending.is_empty() => {
+                    // `None`: the writer stopped; `submit_pending` answers what waits.
+                    if let Some(p) = permit {
+                        if let Some(req) = self.pending.pop_front() {
+                            p.submit(req);
+                        }
+                    }
+                    self.submit_pending();
+                    Ok(())
+                }
                 Some(ev) = events_rx.recv() => self.forward(ev, &mut events_rx).await,
                 _ = lag.notify.notified() => self.on_lag(&mut events_rx).await,
                 _ = ping.tick() => {
+                    if replies.len() >= MAX_IN_FLIGHT {
+                        // Not reading the socket is our choice, not the client's silence.
+                        last_heard = Instant::now();
+                    }
                     if last_heard.elapsed() > self.app.edge.idle_timeout {
                         Err(End::Close(CLOSE_IDLE, "idle timeout"))
                     } else {
@@ -250,6 +279,40 @@ impl Conn {
             .send(self.message(bytes))
             .await
             .map_err(|_| End::Gone)
+    }
+
+    /// Sends a command reply and every other reply already done (in order), then flushes once.
+    async fn send_replies(
+        &mut self,
+        first: ServerFrame,
+        replies: &mut FuturesOrdered<Reply>,
+    ) -> Result<(), End> {
+        let mut frame = first;
+        let mut n = 1;
+        loop {
+            let msg = self.message(self.enc.encode_frame(&frame));
+            self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+            if n >= WRITE_BATCH || replies.is_empty() {
+                break;
+            }
+            match futures::poll!(replies.next()) {
+                std::task::Poll::Ready(Some(f)) => frame = f,
+                _ => break,
+            }
+            n += 1;
+        }
+        self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Hands the writer the waiting commands, in order, while its queue has room. If the
+    /// writer has stopped, `try_submit` answers each `unavailable`.
+    fn submit_pending(&mut self) {
+        while let Some(req) = self.pending.pop_front() {
+            if let Err(req) = self.app.writer.try_submit(req) {
+                self.pending.push_front(req);
+                break;
+            }
+        }
     }
 
     fn message(&self, bytes: Bytes) -> Message {
@@ -556,18 +619,18 @@ impl Conn {
                 let (tx, rx) = oneshot::channel();
                 let kind = command.kind();
                 let submitted = Instant::now();
-                self.app
-                    .writer
-                    .submit(CommandRequest {
-                        company: self.company.clone(),
-                        principal: (*self.principal).clone(),
-                        stream: stream.clone(),
-                        command_id: command_id.clone(),
-                        expected_seq,
-                        command,
-                        reply: tx,
-                    })
-                    .await;
+                // Never waits: a full writer queue keeps the command here (in order) and the
+                // loop submits it when there is room. The in-flight cap bounds what is kept.
+                self.pending.push_back(Box::new(CommandRequest {
+                    company: self.company.clone(),
+                    principal: (*self.principal).clone(),
+                    stream: stream.clone(),
+                    command_id: command_id.clone(),
+                    expected_seq,
+                    command,
+                    reply: tx,
+                }));
+                self.submit_pending();
                 let conn = self.id;
                 replies.push_back(Box::pin(async move {
                     let res = rx.await.unwrap_or_else(|_| {

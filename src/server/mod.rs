@@ -105,6 +105,8 @@ pub struct Config {
     pub webhooks: crate::webhooks::WebhookConfig,
     /// Store a stream's state every this many events (`0`: never), see [`crate::snapshot`].
     pub snapshot_every: u64,
+    /// Capacity of the writer's request queue (commands beyond it wait in their connection).
+    pub writer_queue: usize,
 }
 
 impl Config {
@@ -119,6 +121,7 @@ impl Config {
             edge: EdgeLimits::default(),
             webhooks: crate::webhooks::WebhookConfig::default(),
             snapshot_every: crate::snapshot::DEFAULT_EVERY,
+            writer_queue: 4096,
         }
     }
 }
@@ -295,7 +298,7 @@ pub async fn start_wrapped(
         config.limits.clone(),
         outbox,
         writer::Tuning {
-            queue: 4096,
+            queue: config.writer_queue.max(1),
             snapshot_every: config.snapshot_every,
         },
     );
