@@ -1,7 +1,8 @@
 //! The single writer: the only code that appends to the log.
 //!
-//! One task owns the write side, on a thread and runtime of its own ([`spawn_tuned`]). It takes requests from a bounded channel, and for each batch
-//! of whatever has queued up (group commit): checks idempotency, loads the streams' states,
+//! One task owns the write side, on a thread and runtime of its own ([`spawn_tuned`]). It
+//! takes requests from a bounded channel, and for each batch of whatever has queued up (group
+//! commit): checks idempotency, loads the streams' states,
 //! checks `expected_seq`, runs the domain's `decide`, assigns gapless seqs, then writes the
 //! whole batch atomically, flushes once (`sync`), publishes to the hub, and acknowledges (in
 //! that order, so a client reading right after its ack finds its own write).
