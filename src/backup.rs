@@ -191,6 +191,65 @@ pub fn open_existing(dir: &Path) -> Result<SledStore, BackupError> {
     })
 }
 
+/// `copanel history`: writes one stream's events `from`.. (at most `limit`) as JSON lines, or
+/// with `at` the stream's state after that seq as one `{"seq", "state"}` line, read from a
+/// stopped server's store.
+pub fn history(
+    dir: &Path,
+    company: &str,
+    stream: &str,
+    from: u64,
+    limit: Option<u64>,
+    at: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<(), BackupError> {
+    let name = copanel_protocol::StreamName::parse(stream)
+        .map_err(|e| BackupError::Other(format!("--stream {stream:?}: {e}")))?;
+    let store = open_existing(dir)?;
+    let id = crate::store::StreamId::new(std::sync::Arc::from(company), name);
+    let head = crate::store::Store::head(&store, &id).map_err(BackupError::Store)?;
+    if head == 0 {
+        return Err(BackupError::Other(format!(
+            "{company}:{stream} has no events in {}",
+            dir.display()
+        )));
+    }
+    if let Some(at) = at {
+        if at > head {
+            return Err(BackupError::Other(format!(
+                "--at {at} is beyond the stream's head {head}"
+            )));
+        }
+        let loaded = crate::snapshot::load(&store, &id, Some(at)).map_err(BackupError::Store)?;
+        let line = serde_json::json!({ "seq": at, "state": loaded.state });
+        return json_line(out, &line);
+    }
+    let mut next = from.max(1);
+    let mut left = limit.unwrap_or(u64::MAX);
+    while next <= head && left > 0 {
+        let want = left.min(1000).min(head - next + 1) as usize;
+        let page =
+            crate::store::Store::read(&store, &id, next, want).map_err(BackupError::Store)?;
+        let Some(last) = page.last().map(|e| e.seq) else {
+            return Err(BackupError::Other(format!(
+                "{company}:{stream}: events {next}..={head} are missing (run copanel verify)"
+            )));
+        };
+        for env in &page {
+            json_line(out, env)?;
+        }
+        left = left.saturating_sub(page.len() as u64);
+        next = last + 1;
+    }
+    out.flush().map_err(|e| io("stdout", e))
+}
+
+/// Writes `v` as one line of JSON.
+fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> Result<(), BackupError> {
+    serde_json::to_writer(&mut *out, v).map_err(|e| BackupError::Other(format!("stdout: {e}")))?;
+    out.write_all(b"\n").map_err(|e| io("stdout", e))
+}
+
 fn io(what: &str, e: std::io::Error) -> BackupError {
     BackupError::Other(format!("{what}: {e}"))
 }

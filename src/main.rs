@@ -32,6 +32,9 @@ enum Cmd {
     /// Check a stopped server's store: gapless streams, decodable events, replay, outcomes,
     /// derived records. Exit status 0 clean, 1 problems found, 2 cannot read the store.
     Verify(VerifyArgs),
+    /// Print one stream's events from a stopped server's store, one JSON envelope a line
+    /// (or, with --at, the stream's state after that seq).
+    History(HistoryArgs),
     /// Write a stopped server's whole store as NDJSON (see RELIABILITY.md).
     Export(ExportArgs),
     /// Recreate a store from an export, in a new or empty directory.
@@ -56,6 +59,28 @@ struct ExportArgs {
     /// Also export the token secret (DATA/secret). It is a credential: off by default.
     #[arg(long)]
     include_secret: bool,
+}
+
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// Data directory of the store (the server must not be running on it).
+    #[arg(long)]
+    data: PathBuf,
+    /// Company id.
+    #[arg(long)]
+    company: String,
+    /// Stream name: `session/<id>`, `operator/<id>`, `contact/<id>` or `catalog`.
+    #[arg(long)]
+    stream: String,
+    /// First seq to print.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Most events to print (all when absent).
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print the state after this seq (`{"seq", "state"}`) instead of events.
+    #[arg(long)]
+    at: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +181,7 @@ fn main() -> ExitCode {
         Cmd::Token(args) => token(args),
         Cmd::Demo(args) => demo(args),
         Cmd::Verify(args) => verify(args),
+        Cmd::History(args) => history(args),
         Cmd::Export(args) => export(args),
         Cmd::Import(args) => import(args),
     }
@@ -184,6 +210,24 @@ fn verify(args: VerifyArgs) -> ExitCode {
                 args.data.display()
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+fn history(args: HistoryArgs) -> ExitCode {
+    match copanel::backup::history(
+        &args.data,
+        &args.company,
+        &args.stream,
+        args.from,
+        args.limit,
+        args.at,
+        &mut std::io::BufWriter::new(std::io::stdout().lock()),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("copanel: {e}");
+            ExitCode::FAILURE
         }
     }
 }
