@@ -16,6 +16,9 @@
 //! mode=snapshots every=1000 events=100001 join_ms_median=... ... speedup=...
 //! ```
 
+#[path = "common/spawn.rs"]
+mod spawn;
+
 use clap::Parser;
 use copanel::auth::{now_secs, Claims};
 use copanel::domain::{Limits, Principal};
@@ -56,25 +59,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("join: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    spawn::main_with("join", run(Args::parse()))
 }
 
 async fn run(args: Args) -> Result<(), String> {

@@ -1,4 +1,4 @@
-//! Shared by the `coldstart` and `idle` examples: spawning the real `copanel` binary on a data
+//! Shared by the `coldstart`, `idle` and `join` examples: a runtime for `main`, spawning the real `copanel` binary on a data
 //! directory, timing it to `/healthz`, reading its RSS, stopping it by its pid.
 
 #![allow(dead_code)]
@@ -8,6 +8,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs an example's `run` on a 2-worker runtime and turns its error into a message and a
+/// failing exit status, `name: error`.
+pub fn main_with<F>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    use std::process::ExitCode;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// How long a server may take to answer `/healthz`.
 const READY_WITHIN: Duration = Duration::from_secs(60);
