@@ -24,7 +24,7 @@ use clap::Parser;
 use copanel::domain::{Limits, Principal};
 use copanel::hub::Hub;
 use copanel::store::{SledStore, Store};
-use copanel::writer::{self, CommandRequest, Durability, Tuning};
+use copanel::writer::{self, Durability, Tuning};
 use copanel_protocol::{Command, MessageFrom, Owner, Role, StreamName};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -177,34 +177,13 @@ async fn fill(dir: &Path, events: u64, sessions: u64) -> Result<(), String> {
         };
         (s, who(&format!("op{}", s % 100), Role::Operator), cmd)
     });
-    let mut commands = opens.chain(rest);
-    let mut n = 0u64;
-    loop {
-        let mut replies = Vec::with_capacity(CHUNK);
-        for (s, principal, command) in commands.by_ref().take(CHUNK) {
-            n += 1;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            w.submit(CommandRequest {
-                company: company.clone(),
-                principal,
-                stream: StreamName::session(&format!("s{s}")).map_err(|e| e.to_string())?,
-                command_id: format!("c{n}"),
-                expected_seq: None,
-                command,
-                reply: tx,
-            })
-            .await;
-            replies.push(rx);
-        }
-        if replies.is_empty() {
-            break;
-        }
-        for r in replies {
-            r.await
-                .map_err(|_| "the writer stopped".to_string())?
-                .map_err(|e| format!("command refused: {e}"))?;
-        }
-    }
+    let names = (0..sessions)
+        .map(|s| StreamName::session(&format!("s{s}")).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let commands = opens
+        .chain(rest)
+        .filter_map(|(s, p, c)| Some((names.get(s as usize)?.clone(), p, c)));
+    spawn::submit_all(&w, &company, commands, CHUNK).await?;
     drop(w);
     task.await.map_err(|e| e.to_string())
 }

@@ -21,7 +21,6 @@ mod spawn;
 
 use clap::Parser;
 use copanel::auth::{now_secs, Auth, Claims};
-use copanel_protocol::codec::decode_server;
 use copanel_protocol::{Encoding, Role, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -33,8 +32,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use spawn::Ws;
 
 const SECRET: &str = "idle-bench-secret-idle-bench-secret";
 /// Connections opened at once.
@@ -77,7 +75,7 @@ async fn run(args: Args) -> Result<(), String> {
             "channel": "chat", "client": {}, "parameters": {},
             "owner": {"operator_id": format!("op{s}")}}});
         send(&mut svc, &open).await?;
-        wait_for(&mut svc, |f| matches!(f, ServerFrame::Ack { .. })).await?;
+        spawn::wait_for(&mut svc, WAIT, |f| matches!(f, ServerFrame::Ack { .. })).await?;
     }
     let mut warm = connect(server.addr, &token(&auth, "sup", Role::Supervisor)?).await?;
     for s in 0..sessions {
@@ -169,27 +167,5 @@ async fn send(ws: &mut Ws, frame: &serde_json::Value) -> Result<(), String> {
 async fn subscribe(ws: &mut Ws, s: usize) -> Result<(), String> {
     let f = json!({"type": "subscribe", "id": 1, "stream": format!("session/s{s}")});
     send(ws, &f).await?;
-    wait_for(ws, |f| matches!(f, ServerFrame::Snapshot { .. })).await
-}
-
-/// Reads frames until one matches; an `error` frame or a timeout fails the run.
-async fn wait_for(ws: &mut Ws, want: impl Fn(&ServerFrame) -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => return Err(format!("no answer within {WAIT:?}")),
-            Ok(None) => return Err("the server closed the connection".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(Some(Ok(m))) => m,
-        };
-        let Message::Text(text) = msg else { continue };
-        let frame = decode_server(Encoding::Json, text.as_bytes()).map_err(|e| e.to_string())?;
-        if want(&frame) {
-            return Ok(());
-        }
-        if let ServerFrame::Error { .. } = frame {
-            return Err(format!("error frame: {text}"));
-        }
-    }
+    spawn::wait_for(ws, WAIT, |f| matches!(f, ServerFrame::Snapshot { .. })).await
 }

@@ -25,10 +25,9 @@ use copanel::domain::{Limits, Principal};
 use copanel::hub::Hub;
 use copanel::server::{self, Config};
 use copanel::store::{SledStore, Store};
-use copanel::writer::{self, CommandRequest, Durability, Tuning};
-use copanel_protocol::codec::decode_server;
+use copanel::writer::{self, Durability, Tuning};
 use copanel_protocol::{Command, Encoding, MessageFrom, Owner, Role, ServerFrame, StreamName};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -80,7 +79,7 @@ async fn run(args: Args) -> Result<(), String> {
             joins.push(j);
             states.push(s);
         }
-        let join = median(&mut joins);
+        let join = spawn::median(&mut joins);
         let mode = if every == 0 {
             "mode=replay".to_string()
         } else {
@@ -96,19 +95,13 @@ async fn run(args: Args) -> Result<(), String> {
             join,
             joins.first().copied().unwrap_or_default(),
             joins.last().copied().unwrap_or_default(),
-            median(&mut states),
+            spawn::median(&mut states),
         );
         if every == 0 {
             baseline = Some(join);
         }
     }
     Ok(())
-}
-
-/// Sorts and returns the median.
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// Opens the session and appends `events` commands through the real writer.
@@ -141,7 +134,7 @@ async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
             operator_id: "op1".into(),
         },
     };
-    let mut commands =
+    let commands =
         std::iter::once((who("platform", Role::Service), open)).chain((0..events).map(|i| {
             let cmd = if i % 10 == 0 {
                 Command::SetParameter {
@@ -158,33 +151,8 @@ async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
             };
             (who("op1", Role::Operator), cmd)
         }));
-    let mut n = 0u64;
-    loop {
-        let mut replies = Vec::with_capacity(CHUNK);
-        for (principal, command) in commands.by_ref().take(CHUNK) {
-            n += 1;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            w.submit(CommandRequest {
-                company: company.clone(),
-                principal,
-                stream: stream.clone(),
-                command_id: format!("c{n}"),
-                expected_seq: None,
-                command,
-                reply: tx,
-            })
-            .await;
-            replies.push(rx);
-        }
-        if replies.is_empty() {
-            break;
-        }
-        for r in replies {
-            r.await
-                .map_err(|_| "the writer stopped".to_string())?
-                .map_err(|e| format!("command refused: {e}"))?;
-        }
-    }
+    let commands = commands.map(|(p, c)| (stream.clone(), p, c));
+    spawn::submit_all(&w, &company, commands, CHUNK).await?;
     drop(w);
     task.await.map_err(|e| e.to_string())
 }
@@ -230,43 +198,16 @@ async fn cold_join(dir: &Path, every: u64, mid: u64) -> Result<(f64, f64), Strin
     ws.send(Message::Text(sub.to_string().into()))
         .await
         .map_err(|e| e.to_string())?;
-    wait_for(&mut ws, |f| matches!(f, ServerFrame::Snapshot { .. })).await?;
+    spawn::wait_for(&mut ws, WAIT, |f| matches!(f, ServerFrame::Snapshot { .. })).await?;
     let join = t.elapsed().as_secs_f64() * 1000.0;
     let t = Instant::now();
     let at = json!({"type": "state_at", "id": 2, "stream": stream, "seq": mid});
     ws.send(Message::Text(at.to_string().into()))
         .await
         .map_err(|e| e.to_string())?;
-    wait_for(&mut ws, |f| matches!(f, ServerFrame::State { .. })).await?;
+    spawn::wait_for(&mut ws, WAIT, |f| matches!(f, ServerFrame::State { .. })).await?;
     let state_at = t.elapsed().as_secs_f64() * 1000.0;
     let _ = ws.close(None).await;
     running.shutdown().await;
     Ok((join, state_at))
-}
-
-/// Reads frames until one matches; an `error` frame or a timeout fails the run.
-async fn wait_for(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    want: impl Fn(&ServerFrame) -> bool,
-) -> Result<(), String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => return Err(format!("no answer within {WAIT:?}")),
-            Ok(None) => return Err("the server closed the connection".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(Some(Ok(m))) => m,
-        };
-        let Message::Text(text) = msg else { continue };
-        let frame = decode_server(Encoding::Json, text.as_bytes()).map_err(|e| e.to_string())?;
-        if want(&frame) {
-            return Ok(());
-        }
-        if let ServerFrame::Error { .. } = frame {
-            return Err(format!("error frame: {text}"));
-        }
-    }
 }

@@ -1,4 +1,5 @@
-//! Shared by the `coldstart`, `idle` and `join` examples: a runtime for `main`, spawning the real `copanel` binary on a data
+//! Shared by the `coldstart`, `idle` and `join` examples: a runtime for `main`, filling a store
+//! through the real writer, waiting for a frame, spawning the real `copanel` binary on a data
 //! directory, timing it to `/healthz`, reading its RSS, stopping it by its pid.
 
 #![allow(dead_code)]
@@ -145,4 +146,82 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// A client WebSocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads JSON frames until one matches `want`; an `error` frame, a closed connection or nothing
+/// within `within` fails the run.
+pub async fn wait_for(
+    ws: &mut Ws,
+    within: Duration,
+    want: impl Fn(&copanel_protocol::ServerFrame) -> bool,
+) -> Result<(), String> {
+    use copanel_protocol::{codec::decode_server, Encoding, ServerFrame};
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => return Err(format!("no answer within {within:?}")),
+            Ok(None) => return Err("the server closed the connection".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let Message::Text(text) = msg else { continue };
+        let frame = decode_server(Encoding::Json, text.as_bytes()).map_err(|e| e.to_string())?;
+        if want(&frame) {
+            return Ok(());
+        }
+        if let ServerFrame::Error { .. } = frame {
+            return Err(format!("error frame: {text}"));
+        }
+    }
+}
+
+/// Appends `commands` of `company` through the writer, `chunk` at a time: a chunk is submitted
+/// at once (so it is group-committed) and every reply awaited; a refusal fails the run.
+pub async fn submit_all(
+    w: &copanel::writer::WriterHandle,
+    company: &std::sync::Arc<str>,
+    commands: impl Iterator<
+        Item = (
+            copanel_protocol::StreamName,
+            copanel::domain::Principal,
+            copanel_protocol::Command,
+        ),
+    >,
+    chunk: usize,
+) -> Result<(), String> {
+    let mut commands = commands;
+    let mut n = 0u64;
+    loop {
+        let mut replies = Vec::with_capacity(chunk);
+        for (stream, principal, command) in commands.by_ref().take(chunk) {
+            n += 1;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            w.submit(copanel::writer::CommandRequest {
+                company: company.clone(),
+                principal,
+                stream,
+                command_id: format!("c{n}"),
+                expected_seq: None,
+                command,
+                reply: tx,
+            })
+            .await;
+            replies.push(rx);
+        }
+        if replies.is_empty() {
+            return Ok(());
+        }
+        for r in replies {
+            r.await
+                .map_err(|_| "the writer stopped".to_string())?
+                .map_err(|e| format!("command refused: {e}"))?;
+        }
+    }
 }
