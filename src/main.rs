@@ -319,15 +319,8 @@ fn import(args: ImportArgs) -> ExitCode {
 
 fn demo(args: DemoArgs) -> ExitCode {
     init_logs(LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("copanel: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(copanel::demo::run(
         args.listen,
@@ -338,6 +331,20 @@ fn demo(args: DemoArgs) -> ExitCode {
         Err(e) => {
             eprintln!("copanel: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-thread runtime of `serve` and `demo`; `None` (said on stderr) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("copanel: cannot start the runtime: {e}");
+            None
         }
     }
 }
@@ -375,15 +382,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     init_logs(settings.log_format);
     let config = settings.server;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("copanel: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let data = config.data.clone();
