@@ -29,7 +29,6 @@
 //! Never: deliver an event before the batch that holds it is durable, skip one, or hold a lock
 //! across an `.await`.
 
-use crate::auth::AuthError;
 use crate::server::App;
 use crate::store::{AppendBatch, IndexKind, IndexWrite, Store, StoreError, StoreResult, StreamId};
 use axum::body::Bytes;
@@ -38,7 +37,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use copanel_protocol::{Envelope, Role, StreamName};
+use copanel_protocol::{Envelope, StreamName};
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
@@ -870,42 +869,10 @@ fn store_error(e: StoreError) -> Response {
     )
 }
 
-/// The caller's company, if its bearer token is a valid service or admin token.
+/// The caller's company, if its bearer token is a valid service or admin token within its
+/// request budget: the HTTP API's own check ([`crate::server::api_caller`]).
 fn authorize(app: &App, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let Some(token) = token else {
-        return Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            None,
-            AuthError::Missing.to_string(),
-        )));
-    };
-    let claims = app.auth.verify(token).map_err(|e| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            None,
-            e.to_string(),
-        )
-    })?;
-    if !matches!(claims.role, Role::Service | Role::Admin) {
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            None,
-            "webhooks are managed with a service or admin token".into(),
-        )));
-    }
-    app.http_limiter
-        .check(&claims)
-        .map_err(|e| Box::new(e.into_response()))?;
-    Ok(claims.company)
+    crate::server::api_caller(app, headers).map(|claims| claims.company)
 }
 
 #[derive(Deserialize)]

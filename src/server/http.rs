@@ -217,7 +217,7 @@ fn strip_command(s: &str) -> String {
 }
 
 /// The caller: a valid token of role `service` or `admin`.
-fn caller(app: &App, headers: &HeaderMap) -> Result<Claims, ApiError> {
+pub(super) fn caller(app: &App, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = super::bearer(headers).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,

@@ -446,6 +446,16 @@ fn http_error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// An `/api/v1` caller: a valid service or admin token within its request budget, or the
+/// API's JSON error answer (401, 403 or 429). Shared by the HTTP API and webhook management.
+pub(crate) fn api_caller(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<crate::auth::Claims, Box<axum::response::Response>> {
+    use axum::response::IntoResponse;
+    http::caller(app, headers).map_err(|e| Box::new(e.into_response()))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
