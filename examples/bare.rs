@@ -24,6 +24,10 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The same allocator as copanel's server, so the ratio compares servers, not allocators.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Messages buffered per room (the broadcast's capacity).
 const QUEUE: usize = 1024;
 

@@ -67,6 +67,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The servers' allocator: the tool shares the machine's cores with the server it measures.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Notes per session the tool adds at most (the server's limit is 500); then only parameters.
