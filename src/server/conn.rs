@@ -215,10 +215,22 @@ impl Conn {
         tokio::pin!(expiry);
         let lag = self.lag.clone();
         let writer = self.app.writer.clone();
+        // The shutdown and lag futures live across turns: made anew each turn, they would
+        // register with (and leave) the watch channel shared by every connection and the
+        // connection's `Notify` on every wake-up, which is one per delivered event.
+        let stopping = async move { shutdown.wait_for(|s| *s).await.is_ok() };
+        tokio::pin!(stopping);
+        let lagged = lag.notify.notified();
+        tokio::pin!(lagged);
 
         loop {
+            // `biased`: branches are polled in this order, and a wake-up for a live event (the
+            // common one: one per delivered event) writes it without first polling the socket
+            // for client frames, which costs a lock and a read attempt each time. The timers
+            // come first so that a busy connection still pings, times out and expires.
             let step: Result<(), End> = tokio::select! {
-                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => {
+                biased;
+                _ = &mut stopping => {
                     Err(End::Close(1001, "server shutting down"))
                 }
                 _ = &mut expiry => {
@@ -226,6 +238,19 @@ impl Conn {
                     let _ = self.send(&f).await;
                     Err(End::Close(CLOSE_TOKEN_EXPIRED, "token expired"))
                 }
+                _ = ping.tick() => {
+                    if replies.len() >= MAX_IN_FLIGHT {
+                        // Not reading the socket is our choice, not the client's silence.
+                        last_heard = Instant::now();
+                    }
+                    if last_heard.elapsed() > self.app.edge.idle_timeout {
+                        Err(End::Close(CLOSE_IDLE, "idle timeout"))
+                    } else {
+                        self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::Gone)
+                    }
+                }
+                Some(ev) = events_rx.recv() => self.forward(ev, &mut events_rx).await,
+                Some(frame) = replies.next(), if !replies.is_empty() => self.send_replies(frame, &mut replies).await,
                 // At the in-flight cap the socket is not read: the client waits for replies.
                 msg = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
@@ -240,7 +265,10 @@ impl Conn {
                         Some(Ok(Message::Binary(b))) => self.on_frame(b, &mut replies).await,
                     }
                 }
-                Some(frame) = replies.next(), if !replies.is_empty() => self.send_replies(frame, &mut replies).await,
+                _ = &mut lagged => {
+                    lagged.set(lag.notify.notified());
+                    self.on_lag(&mut events_rx).await
+                }
                 // Commands the writer had no room for, submitted in the order received as soon as
                 // it has: the loop goes on writing events and replies meanwhile.
                 permit = writer.reserve(), if !self.pending.is_empty() => {
@@ -252,19 +280,6 @@ impl Conn {
                     }
                     self.submit_pending();
                     Ok(())
-                }
-                Some(ev) = events_rx.recv() => self.forward(ev, &mut events_rx).await,
-                _ = lag.notify.notified() => self.on_lag(&mut events_rx).await,
-                _ = ping.tick() => {
-                    if replies.len() >= MAX_IN_FLIGHT {
-                        // Not reading the socket is our choice, not the client's silence.
-                        last_heard = Instant::now();
-                    }
-                    if last_heard.elapsed() > self.app.edge.idle_timeout {
-                        Err(End::Close(CLOSE_IDLE, "idle timeout"))
-                    } else {
-                        self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::Gone)
-                    }
                 }
             };
             if let Err(end) = step {
