@@ -280,6 +280,9 @@ struct Writer {
     /// A write failed and no flush has succeeded since: ask the store to recover first.
     broken: bool,
     health: Arc<StoreHealth>,
+    /// Runs on a thread of its own ([`run_on_own_thread`]): flushes block it rather than go
+    /// through another thread ([`Store::flush_blocking`]).
+    own_thread: bool,
 }
 
 /// Batches whose append succeeded and whose flush failed: in the store (readable, perhaps on
@@ -374,6 +377,7 @@ pub fn spawn_tuned(
         unflushed: None,
         broken: false,
         health: health.clone(),
+        own_thread: false,
     };
     let task = run_on_own_thread(writer, rx);
     (WriterHandle { tx, health }, task)
@@ -387,13 +391,16 @@ pub fn spawn_tuned(
 /// across runtimes; `spawn_blocking` inside the writer (redaction, recovery) uses its own
 /// runtime's pool. The returned handle completes once the writer's last flush is done, as
 /// before. If the runtime cannot be built, the writer runs as an ordinary task.
-fn run_on_own_thread(writer: Writer, rx: mpsc::Receiver<Msg>) -> tokio::task::JoinHandle<()> {
+fn run_on_own_thread(mut writer: Writer, rx: mpsc::Receiver<Msg>) -> tokio::task::JoinHandle<()> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("copanel-writer")
         .build()
     {
-        Ok(rt) => tokio::task::spawn_blocking(move || rt.block_on(writer.run(rx))),
+        Ok(rt) => {
+            writer.own_thread = true;
+            tokio::task::spawn_blocking(move || rt.block_on(writer.run(rx)))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "writer runtime not built; the writer shares the server's");
             tokio::spawn(writer.run(rx))
@@ -403,11 +410,30 @@ fn run_on_own_thread(writer: Writer, rx: mpsc::Receiver<Msg>) -> tokio::task::Jo
 
 /// FNV-1a over the command's MessagePack encoding: stable across builds, unlike `std`'s
 /// hasher, because it is stored.
+/// The encoding is hashed as it is written, never collected: this runs for every command.
 fn fingerprint(cmd: &Command) -> u64 {
-    let bytes = rmp_serde::to_vec_named(cmd).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+    match rmp_serde::encode::write_named(&mut h, cmd) {
+        Ok(()) => h.0,
+        // Writing to a hasher cannot fail; this is the hash of an empty encoding, as before.
+        Err(_) => 0xcbf2_9ce4_8422_2325,
+    }
+}
+
+/// FNV-1a as an `io::Write` sink.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for b in buf {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn now_ms() -> u64 {
@@ -424,6 +450,17 @@ struct Pending {
 }
 
 impl Writer {
+    /// Makes everything appended durable: on the writer's own thread when it has one (one
+    /// thread hop less per batch), else through the store's async flush.
+    async fn flush(&self) -> StoreResult<()> {
+        if self.own_thread {
+            if let Some(res) = self.store.flush_blocking() {
+                return res;
+            }
+        }
+        self.store.flush().await
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         // Anonymisations whose redaction a crash or an error interrupted: finish them before
         // anything else, so personal data does not outlive a restart on disk.
@@ -432,7 +469,7 @@ impl Writer {
         while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
             self.batch(std::mem::take(&mut msgs)).await;
         }
-        if let Err(e) = self.store.flush().await {
+        if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
         tracing::debug!("writer stopped");
@@ -549,7 +586,7 @@ impl Writer {
                 // an event that a crash could take back.
                 pending = self.ack(pending);
             }
-            if let Err(e) = self.store.flush().await {
+            if let Err(e) = self.flush().await {
                 self.failed(&e, &batch, &touched, pending, loads);
                 // Appended, so in the store: publish it once a flush makes it durable.
                 let carry = self.unflushed.get_or_insert_with(Unflushed::default);
@@ -1010,5 +1047,36 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fingerprints are stored with outcomes: hashing while encoding must give exactly the hash
+    /// of the collected encoding, as stores written before it have.
+    #[test]
+    fn fingerprint_is_fnv1a_of_the_named_msgpack_encoding() {
+        let cmds = [
+            Command::SetParameter {
+                key: "k".into(),
+                value: "v".into(),
+                read_only: Some(true),
+            },
+            Command::Claim {},
+            Command::CloseSession {},
+        ];
+        for cmd in cmds {
+            let bytes = rmp_serde::to_vec_named(&cmd).unwrap();
+            let expected = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            assert_eq!(fingerprint(&cmd), expected, "{cmd:?}");
+        }
+        assert_ne!(
+            fingerprint(&Command::Claim {}),
+            fingerprint(&Command::CloseSession {})
+        );
     }
 }

@@ -181,6 +181,13 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything appended so far durable.
     fn flush(&self) -> FlushFuture;
 
+    /// [`Store::flush`] on the caller's thread, for a caller that owns its thread (the writer):
+    /// it saves handing the flush to another thread and waking the caller back. `None` when the
+    /// store has no blocking flush (the default); the caller then awaits [`Store::flush`].
+    fn flush_blocking(&self) -> Option<StoreResult<()>> {
+        None
+    }
+
     /// After a failed append or flush: makes the store usable again if it can. `Ok(true)` if it
     /// was reopened, so that it now holds only what was durable (every flushed batch, perhaps
     /// some appended after); `Ok(false)` if nothing was done and its contents are as they were.

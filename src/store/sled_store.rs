@@ -573,6 +573,14 @@ impl Store for SledStore {
         Box::pin(async move { db?.flush_async().await.map(|_| ()).map_err(backend) })
     }
 
+    fn flush_blocking(&self) -> Option<StoreResult<()>> {
+        // `flush_async` is this same call on sled's thread pool.
+        Some(
+            self.db()
+                .and_then(|db| db.flush().map(|_| ()).map_err(backend)),
+        )
+    }
+
     fn snapshot(&self, id: &StreamId, at_most: u64) -> StoreResult<Option<(u64, Vec<u8>)>> {
         let start = stream_prefix(SNAPSHOT, &id.company, id.stream.as_str());
         let end = snapshot_key(id, at_most);
