@@ -160,6 +160,12 @@ impl Default for Histogram {
 /// Command latency from the connection handing it to the writer to the writer's ack (acked
 /// commands only).
 pub static ACK_LATENCY: Histogram = Histogram::new();
+/// Writer, per batch: deciding its commands and appending them to the store (not durable yet).
+pub static WRITER_APPEND: Histogram = Histogram::new();
+/// Writer, per batch: the flush that makes the append durable (`sync` and `relaxed` alike).
+pub static WRITER_FLUSH: Histogram = Histogram::new();
+/// Writer, per batch: publishing its events to the subscribers' queues and acking its commands.
+pub static WRITER_PUBLISH: Histogram = Histogram::new();
 /// The deepest connection queue found by the most recent publish of an event (events waiting
 /// to be written to that subscriber's socket).
 pub static FANOUT_QUEUE_DEPTH: Gauge = Gauge::new();

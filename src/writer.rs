@@ -529,6 +529,7 @@ impl Writer {
             self.recover().await;
         }
         let now = now_ms();
+        let started = std::time::Instant::now();
         let mut batch = AppendBatch::default();
         let mut pending: Vec<Pending> = Vec::new();
         let mut loads = Vec::new();
@@ -586,6 +587,8 @@ impl Writer {
                 // an event that a crash could take back.
                 pending = self.ack(pending);
             }
+            metrics::WRITER_APPEND.observe(started.elapsed());
+            let flush_started = std::time::Instant::now();
             if let Err(e) = self.flush().await {
                 self.failed(&e, &batch, &touched, pending, loads);
                 // Appended, so in the store: publish it once a flush makes it durable.
@@ -595,6 +598,7 @@ impl Writer {
                 carry.redactions.extend(redactions);
                 return;
             }
+            metrics::WRITER_FLUSH.observe(flush_started.elapsed());
             self.health.ok();
             self.broken = false;
             metrics::BATCHES.inc();
@@ -612,6 +616,7 @@ impl Writer {
             outboxed.splice(0..0, carry.outboxed);
             redactions.splice(0..0, carry.redactions);
         }
+        let publish_started = std::time::Instant::now();
         // Erase before publishing and acking: whoever learns of `session_anonymized` (the
         // admin's ack, a subscriber) and then reads the history finds the data gone.
         for (id, upto) in redactions {
@@ -630,6 +635,9 @@ impl Writer {
         self.outbox.committed(outboxed);
         self.ack(pending);
         self.answer_loads(loads);
+        if flushed {
+            metrics::WRITER_PUBLISH.observe(publish_started.elapsed());
+        }
     }
 
     /// After a failed write: lets the store recover (sled must be reopened after an I/O error).

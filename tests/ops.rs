@@ -37,6 +37,17 @@ async fn metrics_reflect_commands_and_parse() {
     assert_eq!(acked, count, "histogram count equals acked commands");
     assert!(body.contains("copanel_connections 1"), "{body}");
     assert!(body.contains("# TYPE copanel_ack_latency_seconds histogram"));
+    // The writer's per-batch stages: each acked command was in a batch that went through them.
+    for stage in ["append", "flush", "publish"] {
+        let name = format!("copanel_writer_{stage}_seconds");
+        assert!(body.contains(&format!("# TYPE {name} histogram")), "{body}");
+        let count = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}_count in {body}"));
+        assert!(count >= 1.0, "{name}_count {count}");
+    }
     server.stop().await;
 }
 

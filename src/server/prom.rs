@@ -145,20 +145,41 @@ fn render(app: &App) -> String {
         "Capacity of each connection's queue; reaching it sends the subscription to the log.",
         app.edge.outbound_queue as u64,
     );
-    let name = "copanel_ack_latency_seconds";
-    header(
-        &mut out,
-        name,
-        "histogram",
-        "Time from a command's hand-over to the writer to its ack (acked commands only).",
-    );
-    let h = metrics::ACK_LATENCY.snapshot();
+    for (name, help, h) in [
+        (
+            "copanel_ack_latency_seconds",
+            "Time from a command's hand-over to the writer to its ack (acked commands only).",
+            &metrics::ACK_LATENCY,
+        ),
+        (
+            "copanel_writer_append_seconds",
+            "Per writer batch: deciding its commands and appending them to the store.",
+            &metrics::WRITER_APPEND,
+        ),
+        (
+            "copanel_writer_flush_seconds",
+            "Per writer batch: the flush that makes its append durable.",
+            &metrics::WRITER_FLUSH,
+        ),
+        (
+            "copanel_writer_publish_seconds",
+            "Per writer batch: publishing its events to subscribers and acking its commands.",
+            &metrics::WRITER_PUBLISH,
+        ),
+    ] {
+        histogram(&mut out, name, help, h);
+    }
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &metrics::Histogram) {
+    header(out, name, "histogram", help);
+    let h = h.snapshot();
     for (bound_ms, n) in &h.buckets {
         let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", le(bound_ms / 1000.0));
     }
     let _ = writeln!(out, "{name}_sum {}", h.sum_secs);
     let _ = writeln!(out, "{name}_count {}", h.count);
-    out
 }
 
 #[cfg(test)]
