@@ -42,6 +42,10 @@ run() { # label bin rate
 }
 echo "== A=$A B=$B rates=$RATES repeats=$REPEATS load=$(cut -d' ' -f1-3 /proc/loadavg)"
 IFS=, read -ra rates <<<"$RATES"
+# The first run after a pause is slower for any binary (caches, page cache, CPU clocks): one run
+# of A is thrown away first, so that neither side's first round pays it.
+"$LOAD" --spawn "$A" --durability "$DURABILITY" --sessions "$SESSIONS" --members "$MEMBERS" \
+  --rates "${rates[0]}" --warmup 1 --duration 2 >/dev/null 2>&1 || true
 for ((i = 0; i < REPEATS; i++)); do
   for r in "${rates[@]}"; do
     if ((i % 2 == 0)); then run A "$A" "$r"; run B "$B" "$r"; else run B "$B" "$r"; run A "$A" "$r"; fi

@@ -30,6 +30,7 @@ pub mod derived;
 pub mod domain;
 pub mod hub;
 pub mod metrics;
+pub mod outcomes;
 pub mod search;
 pub mod server;
 pub mod snapshot;

@@ -38,6 +38,7 @@ use crate::derived::Derived;
 use crate::domain::{self, Ctx, Limits, Principal, Rejection, World};
 use crate::hub::{Hub, SharedEvent};
 use crate::metrics;
+use crate::outcomes::KnownOutcomes;
 use crate::search::ContactIndex;
 use crate::store::{
     AppendBatch, CommandOutcome, IndexKind, IndexWrite, Store, StoreError, StoreResult, StreamId,
@@ -283,6 +284,8 @@ struct Writer {
     /// Runs on a thread of its own ([`run_on_own_thread`]): flushes block it rather than go
     /// through another thread ([`Store::flush_blocking`]).
     own_thread: bool,
+    /// Command ids that may have a stored outcome: the others skip the store read.
+    outcomes: KnownOutcomes,
 }
 
 /// Batches whose append succeeded and whose flush failed: in the store (readable, perhaps on
@@ -364,7 +367,7 @@ pub fn spawn_tuned(
     let (tx, rx) = mpsc::channel(tuning.queue);
     let health = Arc::new(StoreHealth::default());
     let writer = Writer {
-        store,
+        store: store.clone(),
         hub,
         contacts,
         durability,
@@ -378,6 +381,7 @@ pub fn spawn_tuned(
         broken: false,
         health: health.clone(),
         own_thread: false,
+        outcomes: KnownOutcomes::start(store.clone()),
     };
     let task = run_on_own_thread(writer, rx);
     (WriterHandle { tx, health }, task)
@@ -528,6 +532,7 @@ impl Writer {
         if self.broken {
             self.recover().await;
         }
+        self.outcomes.maintain();
         let now = now_ms();
         let started = std::time::Instant::now();
         let mut batch = AppendBatch::default();
@@ -760,7 +765,10 @@ impl Writer {
         let key = (id, req.command_id.clone());
         let prior = match seen.get(&key) {
             Some(o) => Some(o.clone()),
-            None => self.store.outcome(&key.0, &key.1).map_err(unavailable)?,
+            None if self.outcomes.may_exist(&key.0, &key.1) => {
+                self.store.outcome(&key.0, &key.1).map_err(unavailable)?
+            }
+            None => None, // certainly never stored
         };
         if let Some(outcome) = prior {
             if outcome.actor != req.principal.id || outcome.fingerprint != fingerprint {
@@ -780,6 +788,7 @@ impl Writer {
         let mut outcome = self.decide(&key.0, req, now, batch, touched)?;
         outcome.actor = req.principal.id.clone();
         outcome.fingerprint = fingerprint;
+        self.outcomes.add(&key.0, &key.1);
         batch
             .outcomes
             .push((key.0.clone(), key.1.clone(), outcome.clone()));

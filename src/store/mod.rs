@@ -175,6 +175,16 @@ pub trait Store: Send + Sync + 'static {
     /// The stored outcome of a command, if it was applied before.
     fn outcome(&self, id: &StreamId, command_id: &str) -> StoreResult<Option<CommandOutcome>>;
 
+    /// Calls `f(company, stream, command_id)` for every stored command outcome, in any order
+    /// (what [`crate::outcomes`] builds its filter from). The default lists nothing and says
+    /// so: a store without it never gets a filter, and every command reads [`Store::outcome`].
+    fn outcome_ids(&self, f: &mut dyn FnMut(&str, &str, &str)) -> StoreResult<()> {
+        let _ = f;
+        Err(StoreError::Backend(
+            "this store cannot list its command outcomes".into(),
+        ))
+    }
+
     /// Writes a batch atomically (all or nothing). Not necessarily durable until [`Store::flush`].
     fn append(&self, batch: &AppendBatch) -> StoreResult<()>;
 

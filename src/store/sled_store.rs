@@ -543,6 +543,36 @@ impl Store for SledStore {
         }
     }
 
+    fn outcome_ids(&self, f: &mut dyn FnMut(&str, &str, &str)) -> StoreResult<()> {
+        for item in self.db()?.scan_prefix([OUTCOME]) {
+            let (k, _) = item.map_err(backend)?;
+            // `c` company 0 stream 0 command_id (see `outcome_key`).
+            let mut parts = k.get(1..).unwrap_or_default().splitn(3, |b| *b == 0);
+            let (Some(company), Some(stream), Some(command_id)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(StoreError::Corrupt {
+                    key: printable(&k),
+                    why: "outcome key without company, stream and command id".into(),
+                });
+            };
+            match (
+                std::str::from_utf8(company),
+                std::str::from_utf8(stream),
+                std::str::from_utf8(command_id),
+            ) {
+                (Ok(company), Ok(stream), Ok(command_id)) => f(company, stream, command_id),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: printable(&k),
+                        why: "outcome key is not UTF-8".into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn append(&self, batch: &AppendBatch) -> StoreResult<()> {
         let mut b = sled::Batch::default();
         for (company, env) in &batch.events {
