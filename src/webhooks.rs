@@ -4,11 +4,16 @@
 //! HMAC-SHA256, retried with exponential backoff until the endpoint answers 2xx, never skipped.
 //!
 //! This module owns:
-//! - the **outbox** ([`Outbox`]): the writer gives every committed event a per-company outbox
-//!   sequence `oseq` and writes `company, oseq → (stream, seq)` ([`IndexKind::Outbox`]) in the
-//!   same atomic batch as the event, so the outbox is exactly the commit order and is as
-//!   durable as the events. After the batch is durable, the writer raises the company's
-//!   committed `oseq` and wakes the dispatchers; they never read past it.
+//! - the **outbox** ([`Outbox`]): the writer gives every committed event of an *armed* company
+//!   a per-company outbox sequence `oseq` and writes `company, oseq → (stream, seq)`
+//!   ([`IndexKind::Outbox`]) in the same atomic batch as the event, so the outbox is exactly
+//!   the commit order and is as durable as the events. After the batch is durable, the writer
+//!   raises the company's committed `oseq` and wakes the dispatchers; they never read past it.
+//!   A company is armed when it has a webhook in the store at start, or once one is registered
+//!   (it stays armed until a restart after its last webhook is deleted): the others' records
+//!   would only be written to be trimmed. A registration arms the company, then waits for the
+//!   writer to finish the batch it may be staging ([`crate::writer::WriterHandle::barrier`]),
+//!   so every batch after its start position has records.
 //! - the **registrations** ([`IndexKind::Webhooks`]) and **delivery positions**
 //!   ([`IndexKind::WebhookPositions`], the last `oseq` delivered), both in the store, so a
 //!   restart neither loses nor re-sends acknowledged deliveries (at-least-once: a delivery
@@ -184,9 +189,27 @@ pub struct OutboxShared {
     committed: DashMap<Arc<str>, u64>,
     /// Bumped after every durable batch that wrote outbox records.
     signal: watch::Sender<u64>,
+    /// Companies whose events get outbox records: those with a webhook in the store at start
+    /// or registered since. The others' events would only be written to be trimmed away (at
+    /// 10,000 events/s, as many record writes and deletions per second as events).
+    armed: DashMap<Arc<str>, ()>,
 }
 
 impl OutboxShared {
+    /// From now on, `company`'s events get outbox records. Until the writer has finished the
+    /// batch it may be staging meanwhile ([`crate::writer::WriterHandle::barrier`]), some
+    /// may still be staged without one.
+    pub fn arm(&self, company: &str) {
+        if !self.armed.contains_key(company) {
+            self.armed.insert(Arc::from(company), ());
+        }
+    }
+
+    /// Whether `company`'s events get outbox records.
+    pub fn armed(&self, company: &str) -> bool {
+        self.armed.contains_key(company)
+    }
+
     /// The last durable `oseq` of a company.
     fn durable_head(&self, store: &dyn Store, company: &str) -> StoreResult<u64> {
         // Read the store first: if the map has no entry afterwards, the writer had not touched
@@ -218,6 +241,7 @@ impl Outbox {
             shared: Arc::new(OutboxShared {
                 committed: DashMap::new(),
                 signal: watch::channel(0).0,
+                armed: DashMap::new(),
             }),
         }
     }
@@ -237,6 +261,9 @@ impl Outbox {
         let mut touched: Vec<(Arc<str>, u64)> = Vec::new();
         let mut writes = Vec::with_capacity(batch.events.len());
         for (company, env) in &batch.events {
+            if !self.shared.armed(company) {
+                continue; // no webhook: nobody would ever read the record
+            }
             let head = match self.heads.get(company) {
                 Some(h) => *h,
                 None => {
@@ -392,6 +419,9 @@ pub struct Webhooks {
     /// Held by a registration from reading the outbox head to storing its position, and by a
     /// trim pass, so a trim never deletes records a webhook registered meanwhile still needs.
     admin: tokio::sync::Mutex<()>,
+    /// The writer, for a registration to wait until every batch staged before its company
+    /// was armed is finished ([`Webhooks::attach_writer`]).
+    writer: std::sync::OnceLock<crate::writer::WriterHandle>,
 }
 
 /// A registration as listed (without its secret).
@@ -423,10 +453,16 @@ impl Webhooks {
             tasks: parking_lot::Mutex::new(HashMap::new()),
             trimmer: parking_lot::Mutex::new(None),
             admin: tokio::sync::Mutex::new(()),
+            writer: std::sync::OnceLock::new(),
         });
+        // Before the writer starts: a company with a stored webhook gets outbox records from
+        // the first batch on.
         for (key, value) in this.store.index_scan("", IndexKind::Webhooks)? {
             match serde_json::from_slice::<Registration>(&value) {
-                Ok(reg) => this.spawn(reg),
+                Ok(reg) => {
+                    this.outbox.arm(&reg.company);
+                    this.spawn(reg)
+                }
                 Err(e) => tracing::warn!(key = %key, error = %e, "skipping a malformed webhook"),
             }
         }
@@ -434,6 +470,11 @@ impl Webhooks {
         let task = tokio::spawn(this.clone().trim_loop(cancel_rx));
         *this.trimmer.lock() = Some((cancel, task));
         Ok(this)
+    }
+
+    /// Gives registrations the writer (see [`Webhooks::register`]); once, at start.
+    pub fn attach_writer(&self, writer: crate::writer::WriterHandle) {
+        let _ = self.writer.set(writer);
     }
 
     /// Trims the outbox every [`WebhookConfig::trim_interval`] until cancelled. The first pass
@@ -571,6 +612,15 @@ impl Webhooks {
             secret,
         };
         let _admin = self.admin.lock().await;
+        // Arm the company, then let the writer finish whatever batch it was staging: a batch
+        // staged before the arming has no outbox records, and must be durable (so before
+        // `start`) by the time this registration answers. Every later batch has them.
+        self.outbox.arm(company);
+        let writer = self
+            .writer
+            .get()
+            .ok_or_else(|| StoreError::Backend("webhooks are not attached to the writer".into()))?;
+        writer.barrier().await.map_err(StoreError::Backend)?;
         let start = self.outbox.durable_head(self.store.as_ref(), company)?;
         let value = serde_json::to_vec(&reg).map_err(|e| StoreError::Backend(e.to_string()))?;
         let batch = AppendBatch {

@@ -126,6 +126,9 @@ pub enum CommandError {
 enum Msg {
     /// Boxed: a request is large and the channel holds many messages.
     Command(Box<CommandRequest>),
+    /// Answered once every batch staged before it was received is finished (see
+    /// [`WriterHandle::barrier`]).
+    Barrier(oneshot::Sender<Result<(), String>>),
     /// An operator connected with these groups (kept in the roster for group redirects).
     Roster {
         company: Arc<str>,
@@ -207,6 +210,19 @@ impl WriterHandle {
                 "the server is shutting down".into(),
             )));
         }
+    }
+
+    /// Waits until the writer has finished every batch it received before this call: each is
+    /// durable and published, or failed. `Err` if the writer has stopped, or if a batch is
+    /// appended but its flush failed (neither durable nor failed yet).
+    pub async fn barrier(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Barrier(tx))
+            .await
+            .map_err(|_| "the server is shutting down".to_owned())?;
+        rx.await
+            .map_err(|_| "the server is shutting down".to_owned())?
     }
 
     /// Queues a command if the queue has room now; `Err` gives it back when the queue is full.
@@ -470,8 +486,29 @@ impl Writer {
         // anything else, so personal data does not outlive a restart on disk.
         self.finish_redactions().await;
         let mut msgs = Vec::with_capacity(MAX_BATCH);
+        let mut barriers = Vec::new();
         while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
-            self.batch(std::mem::take(&mut msgs)).await;
+            let mut batch = std::mem::take(&mut msgs);
+            if batch.iter().any(|m| matches!(m, Msg::Barrier(_))) {
+                let (b, rest): (Vec<Msg>, Vec<Msg>) = batch
+                    .into_iter()
+                    .partition(|m| matches!(m, Msg::Barrier(_)));
+                barriers.extend(b.into_iter().filter_map(|m| match m {
+                    Msg::Barrier(tx) => Some(tx),
+                    _ => None,
+                }));
+                batch = rest;
+            }
+            self.batch(batch).await;
+            // Every batch received before the barriers is finished: durable and published, or
+            // failed. A batch whose flush failed is neither yet: say so.
+            for tx in barriers.drain(..) {
+                let res = match self.unflushed {
+                    Some(_) => Err("the store is failing writes; retry later".to_owned()),
+                    None => Ok(()),
+                };
+                let _ = tx.send(res);
+            }
         }
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final flush failed");
@@ -545,6 +582,10 @@ impl Writer {
         for msg in msgs {
             match msg {
                 Msg::Load { id, reply } => loads.push((id, reply)),
+                // Taken out by `run` before the batch.
+                Msg::Barrier(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
                 Msg::Roster {
                     company,
                     operator,

@@ -302,6 +302,7 @@ pub async fn start_wrapped(
             snapshot_every: config.snapshot_every,
         },
     );
+    webhooks.attach_writer(writer.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|err| StartError::Bind {
