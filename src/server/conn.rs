@@ -204,8 +204,14 @@ impl Conn {
     ) -> End {
         let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
         let mut shutdown = self.app.shutdown.clone();
-        let mut ping = tokio::time::interval(self.app.edge.ping_interval);
-        ping.tick().await;
+        // The first ping comes at a random point of the first period: connections opened
+        // together (a reconnect storm, a load test) would otherwise all ping in the same
+        // millisecond every period, and 5000 pings and pongs at once were a 50-100 ms stall
+        // for every connection on the same workers.
+        let period = self.app.edge.ping_interval;
+        let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+        let mut ping = tokio::time::interval_at(first, period);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
         let expires_in = expires_at
