@@ -151,7 +151,10 @@ impl KnownOutcomes {
                 for h in staged.drain(..) {
                     f.insert(h);
                 }
-                tracing::debug!(keys = f.len, "outcome filter ready");
+                tracing::debug!(
+                    keys = f.len,
+                    "outcome filter ready (with the ids staged meanwhile)"
+                );
                 self.state = State::Ready(f);
             }
             Ok(Err(e)) => {
@@ -169,6 +172,7 @@ impl KnownOutcomes {
 }
 
 fn scan(store: &dyn Store, at_least: usize) -> StoreResult<Filter> {
+    let started = std::time::Instant::now();
     let mut hashes = Vec::new();
     store.outcome_ids(&mut |company, stream, command_id| {
         hashes.push(key_hash(company, stream, command_id));
@@ -186,6 +190,12 @@ fn scan(store: &dyn Store, at_least: usize) -> StoreResult<Filter> {
     for h in hashes {
         f.insert(h);
     }
+    tracing::info!(
+        keys = f.len,
+        capacity,
+        ms = started.elapsed().as_millis() as u64,
+        "outcome filter built"
+    );
     Ok(f)
 }
 
