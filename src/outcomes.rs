@@ -14,9 +14,11 @@
 //! key in the store was either there before the writer started (the scan finds it) or was
 //! staged by this writer (recorded). Until the filter is ready, and while it is rebuilt larger
 //! (past its planned size its false-positive rate would climb), every command reads the store,
-//! as before. A store that cannot list its outcome keys never gets a filter.
+//! as before. A store that cannot list its outcome keys never gets a filter, nor one with more
+//! ids than half the largest filter (32M ids; the filter costs ≈ 1.2 bytes per planned id).
+//! The scan reads the keys twice (count, then insert), so its memory is the filter's.
 
-use crate::store::{Store, StoreResult, StreamId};
+use crate::store::{Store, StoreError, StoreResult, StreamId};
 use fastbloom::BloomFilter;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -26,6 +28,9 @@ use tokio::sync::oneshot;
 const FALSE_POSITIVE_RATE: f64 = 0.01;
 /// The filter's hashing seed: fixed, so that what it answers does not vary from run to run.
 const SEED: u128 = 0x636f_7061_6e65_6c5f_6f75_7463_6f6d_6573;
+/// Largest planned size, keys (≈ 77 MB of filter at 1 %): a store with more command ids than
+/// half of it gets no filter, and every command reads the store, as before.
+const MAX_CAPACITY: usize = 1 << 26;
 /// Smallest planned size, keys: a small store's filter still has room for its first months.
 const MIN_CAPACITY: usize = 1 << 20;
 
@@ -84,7 +89,7 @@ impl KnownOutcomes {
         let spawned = std::thread::Builder::new()
             .name("copanel-outcomes".into())
             .spawn(move || {
-                let _ = tx.send(scan(scan_store.as_ref(), at_least));
+                let _ = tx.send(scan(scan_store.as_ref(), at_least, MAX_CAPACITY));
             });
         match spawned {
             Ok(_) => State::Building {
@@ -171,15 +176,24 @@ impl KnownOutcomes {
     }
 }
 
-fn scan(store: &dyn Store, at_least: usize) -> StoreResult<Filter> {
+/// Two passes over the store's outcome keys, so that memory stays at the filter's size: one
+/// counts them (to size the filter), one inserts them. Ids stored between the passes are
+/// inserted by the second; ids the writer stages meanwhile wait in [`State::Building`].
+fn scan(store: &dyn Store, at_least: usize, max_capacity: usize) -> StoreResult<Filter> {
     let started = std::time::Instant::now();
-    let mut hashes = Vec::new();
-    store.outcome_ids(&mut |company, stream, command_id| {
-        hashes.push(key_hash(company, stream, command_id));
-    })?;
-    let capacity = (hashes.len().saturating_mul(2))
+    let mut count = 0usize;
+    store.outcome_ids(&mut |_, _, _| count += 1)?;
+    let capacity = count
+        .saturating_mul(2)
         .max(at_least)
-        .max(MIN_CAPACITY);
+        .max(MIN_CAPACITY.min(max_capacity));
+    if capacity > max_capacity {
+        return Err(StoreError::Backend(format!(
+            "{count} stored command ids are more than the filter is sized for ({max_capacity} \
+             at most, ~{} MB)",
+            max_capacity / (1024 * 1024) * 12 / 10
+        )));
+    }
     let mut f = Filter {
         bloom: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE)
             .seed(&SEED)
@@ -187,9 +201,9 @@ fn scan(store: &dyn Store, at_least: usize) -> StoreResult<Filter> {
         capacity,
         len: 0,
     };
-    for h in hashes {
-        f.insert(h);
-    }
+    store.outcome_ids(&mut |company, stream, command_id| {
+        f.insert(key_hash(company, stream, command_id));
+    })?;
     tracing::info!(
         keys = f.len,
         capacity,
@@ -298,5 +312,29 @@ mod tests {
         );
         assert!(k.may_exist(&s, "over"));
         assert!(k.may_exist(&s, "during"));
+    }
+
+    #[test]
+    fn a_store_with_more_ids_than_the_largest_filter_gets_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let s = sid("session/s1");
+        let batch = AppendBatch {
+            outcomes: (0..10)
+                .map(|i| (s.clone(), format!("c{i}"), outcome()))
+                .collect(),
+            ..Default::default()
+        };
+        store.append(&batch).unwrap();
+        let f = scan(store.as_ref(), 0, 100).unwrap();
+        assert_eq!(
+            (f.len, f.capacity),
+            (10, 100),
+            "small stores: the smallest size that fits"
+        );
+        let err = scan(store.as_ref(), 0, 15)
+            .err()
+            .expect("10 ids need 20 keys of room");
+        assert!(err.to_string().contains("10 stored command ids"), "{err}");
     }
 }
