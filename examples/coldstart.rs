@@ -25,7 +25,7 @@ use copanel::domain::{Limits, Principal};
 use copanel::hub::Hub;
 use copanel::store::{SledStore, Store};
 use copanel::writer::{self, Durability, Tuning};
-use copanel_protocol::{Command, MessageFrom, Owner, Role, StreamName};
+use copanel_protocol::{Command, Owner, Role, StreamName};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -162,19 +162,7 @@ async fn fill(dir: &Path, events: u64, sessions: u64) -> Result<(), String> {
     });
     let rest = (sessions.min(events)..events).map(|i| {
         let s = i % sessions;
-        let cmd = if i % 10 == 0 {
-            Command::SetParameter {
-                key: format!("k{}", i % 50),
-                value: format!("value {i}"),
-                read_only: None,
-            }
-        } else {
-            Command::PostMessage {
-                from: MessageFrom::Operator,
-                text: Some(format!("message number {i} in session {s}")),
-                template_id: None,
-            }
-        };
+        let cmd = spawn::filler_command(i, || format!("message number {i} in session {s}"));
         (s, who(&format!("op{}", s % 100), Role::Operator), cmd)
     });
     let names = (0..sessions)

@@ -21,15 +21,13 @@ mod spawn;
 
 use clap::Parser;
 use copanel::auth::{now_secs, Auth, Claims};
-use copanel_protocol::{Encoding, Role, ServerFrame};
+use copanel_protocol::{Role, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use spawn::Ws;
@@ -139,22 +137,7 @@ fn token(auth: &Auth, sub: &str, role: Role) -> Result<String, String> {
 }
 
 async fn connect(addr: SocketAddr, token: &str) -> Result<Ws, String> {
-    let mut req = format!("ws://{addr}/ws")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
-    );
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(Encoding::Json.subprotocol()),
-    );
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
-        Err(_) => Err(format!("no connection to {addr} within {WAIT:?}")),
-        Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
-        Ok(Ok((ws, _))) => Ok(ws),
-    }
+    spawn::connect_json(addr, token, WAIT).await
 }
 
 async fn send(ws: &mut Ws, frame: &serde_json::Value) -> Result<(), String> {

@@ -26,15 +26,13 @@ use copanel::hub::Hub;
 use copanel::server::{self, Config};
 use copanel::store::{SledStore, Store};
 use copanel::writer::{self, Durability, Tuning};
-use copanel_protocol::{Command, Encoding, MessageFrom, Owner, Role, ServerFrame, StreamName};
+use copanel_protocol::{Command, Owner, Role, ServerFrame, StreamName};
 use futures::SinkExt;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "join-bench-secret-join-bench-secret";
@@ -136,19 +134,8 @@ async fn fill(dir: &Path, every: u64, events: u64) -> Result<(), String> {
     };
     let commands =
         std::iter::once((who("platform", Role::Service), open)).chain((0..events).map(|i| {
-            let cmd = if i % 10 == 0 {
-                Command::SetParameter {
-                    key: format!("k{}", i % 50),
-                    value: format!("value {i}"),
-                    read_only: None,
-                }
-            } else {
-                Command::PostMessage {
-                    from: MessageFrom::Operator,
-                    text: Some(format!("message number {i} of the long session")),
-                    template_id: None,
-                }
-            };
+            let cmd =
+                spawn::filler_command(i, || format!("message number {i} of the long session"));
             (who("op1", Role::Operator), cmd)
         }));
     let commands = commands.map(|(p, c)| (stream.clone(), p, c));
@@ -178,20 +165,7 @@ async fn cold_join(dir: &Path, every: u64, mid: u64) -> Result<(f64, f64), Strin
             exp: now_secs() + 3600,
         })
         .map_err(|e| e.to_string())?;
-    let mut req = format!("ws://{}/ws", running.addr)
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
-    );
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(Encoding::Json.subprotocol()),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut ws = spawn::connect_json(running.addr, &token, Duration::from_secs(30)).await?;
     let stream = format!("session/{SESSION}");
     let t = Instant::now();
     let sub = json!({"type": "subscribe", "id": 1, "stream": stream});

@@ -349,28 +349,16 @@ pub fn spawn(
     limits: Limits,
     queue: usize,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
-    let outbox = crate::webhooks::Outbox::new();
-    spawn_with_outbox(store, hub, contacts, durability, limits, queue, outbox)
-}
-
-/// [`spawn`], with the webhook outbox the dispatchers watch (see [`crate::webhooks`]).
-pub fn spawn_with_outbox(
-    store: Arc<dyn Store>,
-    hub: Arc<Hub>,
-    contacts: Arc<ContactIndex>,
-    durability: Durability,
-    limits: Limits,
-    queue: usize,
-    outbox: crate::webhooks::Outbox,
-) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let tuning = Tuning {
         queue,
         ..Tuning::default()
     };
+    let outbox = crate::webhooks::Outbox::new();
     spawn_tuned(store, hub, contacts, durability, limits, outbox, tuning)
 }
 
-/// [`spawn_with_outbox`], with every setting of [`Tuning`].
+/// [`spawn`], with the webhook outbox the dispatchers watch (see [`crate::webhooks`]) and every
+/// setting of [`Tuning`].
 pub fn spawn_tuned(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,

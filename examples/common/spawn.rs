@@ -1,6 +1,7 @@
 //! Shared by the `coldstart`, `idle` and `join` examples: a runtime for `main`, filling a store
-//! through the real writer, waiting for a frame, spawning the real `copanel` binary on a data
-//! directory, timing it to `/healthz`, reading its RSS, stopping it by its pid.
+//! through the real writer (and the commands to fill it with), connecting a JSON WebSocket,
+//! waiting for a frame, spawning the real `copanel` binary on a data directory, timing it to
+//! `/healthz`, reading its RSS, stopping it by its pid.
 
 #![allow(dead_code)]
 
@@ -152,6 +153,28 @@ pub fn median(v: &mut [f64]) -> f64 {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Opens a JSON WebSocket to `ws://addr/ws` with `token` as bearer, within `wait`.
+pub async fn connect_json(addr: SocketAddr, token: &str, wait: Duration) -> Result<Ws, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
+    );
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(copanel_protocol::Encoding::Json.subprotocol()),
+    );
+    match tokio::time::timeout(wait, tokio_tungstenite::connect_async(req)).await {
+        Err(_) => Err(format!("no connection to {addr} within {wait:?}")),
+        Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
+        Ok(Ok((ws, _))) => Ok(ws),
+    }
+}
+
 /// Reads JSON frames until one matches `want`; an `error` frame, a closed connection or nothing
 /// within `within` fails the run.
 pub async fn wait_for(
@@ -222,6 +245,25 @@ pub async fn submit_all(
             r.await
                 .map_err(|_| "the writer stopped".to_string())?
                 .map_err(|e| format!("command refused: {e}"))?;
+        }
+    }
+}
+
+/// The `i`th command of a filled session: every tenth sets a parameter (50 keys), the others
+/// post a message with `text()`, so states stay bounded while the log grows.
+pub fn filler_command(i: u64, text: impl FnOnce() -> String) -> copanel_protocol::Command {
+    use copanel_protocol::{Command, MessageFrom};
+    if i % 10 == 0 {
+        Command::SetParameter {
+            key: format!("k{}", i % 50),
+            value: format!("value {i}"),
+            read_only: None,
+        }
+    } else {
+        Command::PostMessage {
+            from: MessageFrom::Operator,
+            text: Some(text()),
+            template_id: None,
         }
     }
 }
