@@ -6,8 +6,8 @@
 //! overflowed the queue catches up from the log), server pings and the idle timeout, token
 //! expiry, and shutdown. No turn waits for the writer: a command goes into its queue at once or
 //! waits here, in order, while events and replies keep flowing; at `MAX_IN_FLIGHT` unanswered
-//! commands the socket is not read. Writes to the socket are batched: everything ready (events,
-//! or command replies) is fed, then flushed once.
+//! commands the socket is not read. Writes to the socket are batched: everything ready (events
+//! and command replies together) is fed, then flushed once.
 //!
 //! Never: hold a hub lock or a DashMap guard across an `.await` (the hub API makes that
 //! impossible: it takes closures), or let bad input end the connection — a bad frame gets an
@@ -54,6 +54,13 @@ const ACTIVITY_BURST: f64 = 10.0;
 const ACTIVITY_CHARS: usize = 64;
 
 type Reply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
+
+/// A frame ready to be written: a live event (or presence/activity frame) from the hub, or a
+/// finished command reply.
+enum Ready {
+    Out(Outbound),
+    Reply(ServerFrame),
+}
 
 /// Why the loop ends.
 enum End {
@@ -255,8 +262,12 @@ impl Conn {
                         self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::Gone)
                     }
                 }
-                Some(ev) = events_rx.recv() => self.forward(ev, &mut events_rx).await,
-                Some(frame) = replies.next(), if !replies.is_empty() => self.send_replies(frame, &mut replies).await,
+                Some(ev) = events_rx.recv() => {
+                    self.write_ready(Ready::Out(ev), &mut events_rx, &mut replies).await
+                }
+                Some(frame) = replies.next(), if !replies.is_empty() => {
+                    self.write_ready(Ready::Reply(frame), &mut events_rx, &mut replies).await
+                }
                 // At the in-flight cap the socket is not read: the client waits for replies.
                 msg = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
@@ -302,25 +313,39 @@ impl Conn {
             .map_err(|_| End::Gone)
     }
 
-    /// Sends a command reply and every other reply already done (in order), then flushes once.
-    async fn send_replies(
+    /// Writes what is ready, starting with `first`, then flushes once: queued live events and
+    /// finished command replies (each kind in its own order), up to `WRITE_BATCH` frames. The
+    /// sender of a command usually has its `event` and its `ack` ready at the same moment (the
+    /// writer publishes, then acks): one flush, so one `sendto`, carries both (the protocol lets
+    /// either come first).
+    async fn write_ready(
         &mut self,
-        first: ServerFrame,
+        first: Ready,
+        rx: &mut mpsc::Receiver<Outbound>,
         replies: &mut FuturesOrdered<Reply>,
     ) -> Result<(), End> {
-        let mut frame = first;
-        let mut n = 1;
-        loop {
-            let msg = self.message(self.enc.encode_frame(&frame));
-            self.sink.feed(msg).await.map_err(|_| End::Gone)?;
-            if n >= WRITE_BATCH || replies.is_empty() {
-                break;
-            }
-            match futures::poll!(replies.next()) {
-                std::task::Poll::Ready(Some(f)) => frame = f,
-                _ => break,
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(ready) = next.take() {
+            match ready {
+                Ready::Out(out) => self.feed_outbound(out).await?,
+                Ready::Reply(frame) => {
+                    let msg = self.message(self.enc.encode_frame(&frame));
+                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                }
             }
             n += 1;
+            if n >= WRITE_BATCH {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(out) => Some(Ready::Out(out)),
+                Err(_) if replies.is_empty() => None,
+                Err(_) => match futures::poll!(replies.next()) {
+                    std::task::Poll::Ready(Some(f)) => Some(Ready::Reply(f)),
+                    _ => None,
+                },
+            };
         }
         self.sink.flush().await.map_err(|_| End::Gone)
     }
@@ -349,6 +374,30 @@ impl Conn {
         }
     }
 
+    /// Feeds one live event (or presence/activity frame) to the socket, unless it no longer
+    /// applies: events queued before an unsubscribe or already sent, frames about a stream no
+    /// longer subscribed. Not flushed.
+    async fn feed_outbound(&mut self, out: Outbound) -> Result<(), End> {
+        match out {
+            Outbound::Event(ev) => {
+                if let Some(sent) = self.subs.get_mut(&ev.env.stream) {
+                    if ev.env.seq > *sent {
+                        *sent = ev.env.seq;
+                        let msg = self.message(ev.bytes(self.enc));
+                        self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                    }
+                }
+            }
+            Outbound::Frame(f) => {
+                if self.subs.contains_key(&f.stream) {
+                    let msg = self.message(f.bytes(self.enc));
+                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a live event (or presence/activity frame) and whatever else is already queued,
     /// then flushes once.
     async fn forward(
@@ -359,25 +408,7 @@ impl Conn {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(out) = next.take() {
-            match out {
-                // Events queued before an unsubscribe, or already sent, are dropped here.
-                Outbound::Event(ev) => {
-                    if let Some(sent) = self.subs.get_mut(&ev.env.stream) {
-                        if ev.env.seq > *sent {
-                            *sent = ev.env.seq;
-                            let msg = self.message(ev.bytes(self.enc));
-                            self.sink.feed(msg).await.map_err(|_| End::Gone)?;
-                        }
-                    }
-                }
-                // Presence and activity only matter while subscribed.
-                Outbound::Frame(f) => {
-                    if self.subs.contains_key(&f.stream) {
-                        let msg = self.message(f.bytes(self.enc));
-                        self.sink.feed(msg).await.map_err(|_| End::Gone)?;
-                    }
-                }
-            }
+            self.feed_outbound(out).await?;
             n += 1;
             if n < WRITE_BATCH {
                 next = rx.try_recv().ok();
