@@ -55,13 +55,6 @@ const ACTIVITY_CHARS: usize = 64;
 
 type Reply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
 
-/// A frame ready to be written: a live event (or presence/activity frame) from the hub, or a
-/// finished command reply.
-enum Ready {
-    Out(Outbound),
-    Reply(ServerFrame),
-}
-
 /// Why the loop ends.
 enum End {
     /// The client went away or the socket failed.
@@ -262,12 +255,14 @@ impl Conn {
                         self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::Gone)
                     }
                 }
-                Some(ev) = events_rx.recv() => {
-                    self.write_ready(Ready::Out(ev), &mut events_rx, &mut replies).await
-                }
-                Some(frame) = replies.next(), if !replies.is_empty() => {
-                    self.write_ready(Ready::Reply(frame), &mut events_rx, &mut replies).await
-                }
+                Some(ev) = events_rx.recv() => match self.feed_outbound(ev).await {
+                    Ok(()) => self.write_ready(&mut events_rx, &mut replies).await,
+                    Err(end) => Err(end),
+                },
+                Some(frame) = replies.next(), if !replies.is_empty() => match self.feed_reply(frame).await {
+                    Ok(()) => self.write_ready(&mut events_rx, &mut replies).await,
+                    Err(end) => Err(end),
+                },
                 // At the in-flight cap the socket is not read: the client waits for replies.
                 msg = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
@@ -313,41 +308,36 @@ impl Conn {
             .map_err(|_| End::Gone)
     }
 
-    /// Writes what is ready, starting with `first`, then flushes once: queued live events and
-    /// finished command replies (each kind in its own order), up to `WRITE_BATCH` frames. The
-    /// sender of a command usually has its `event` and its `ack` ready at the same moment (the
-    /// writer publishes, then acks): one flush, so one `sendto`, carries both (the protocol lets
-    /// either come first).
+    /// After the frame that woke the loop was fed, feeds what else is ready, then flushes
+    /// once: queued live events and finished command replies (each kind in its own order), up
+    /// to `WRITE_BATCH` frames in all. The sender of a command usually has its `event` and its
+    /// `ack` ready at the same moment (the writer publishes, then acks): one flush, so one
+    /// `sendto`, carries both (the protocol lets either come first).
     async fn write_ready(
         &mut self,
-        first: Ready,
         rx: &mut mpsc::Receiver<Outbound>,
         replies: &mut FuturesOrdered<Reply>,
     ) -> Result<(), End> {
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(ready) = next.take() {
-            match ready {
-                Ready::Out(out) => self.feed_outbound(out).await?,
-                Ready::Reply(frame) => {
-                    let msg = self.message(self.enc.encode_frame(&frame));
-                    self.sink.feed(msg).await.map_err(|_| End::Gone)?;
-                }
+        for _ in 1..WRITE_BATCH {
+            if let Ok(out) = rx.try_recv() {
+                self.feed_outbound(out).await?;
+                continue;
             }
-            n += 1;
-            if n >= WRITE_BATCH {
+            if replies.is_empty() {
                 break;
             }
-            next = match rx.try_recv() {
-                Ok(out) => Some(Ready::Out(out)),
-                Err(_) if replies.is_empty() => None,
-                Err(_) => match futures::poll!(replies.next()) {
-                    std::task::Poll::Ready(Some(f)) => Some(Ready::Reply(f)),
-                    _ => None,
-                },
-            };
+            match futures::poll!(replies.next()) {
+                std::task::Poll::Ready(Some(frame)) => self.feed_reply(frame).await?,
+                _ => break,
+            }
         }
         self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Feeds one command reply to the socket. Not flushed.
+    async fn feed_reply(&mut self, frame: ServerFrame) -> Result<(), End> {
+        let msg = self.message(self.enc.encode_frame(&frame));
+        self.sink.feed(msg).await.map_err(|_| End::Gone)
     }
 
     /// Hands the writer the waiting commands, in order, while its queue has room. If the
