@@ -37,11 +37,13 @@ else
 fi
 
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"; [ -n "${LP:-}" ] && kill "$LP" 2>/dev/null || true' EXIT
+LP=
+SP=
+# On any early exit, end the server too: killed by a signal, the load tool cannot stop it.
+trap 'for p in $LP $SP; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 "$LOAD" "${ARGS[@]}" --rates "$RATE,$RATE" --warmup 2 --duration $((SAMPLE + 3)) \
   >"$TMP/out" 2>"$TMP/err" &
 LP=$!
-SP=
 for _ in $(seq 1 300); do
   SP=$(pgrep -P "$LP" | head -1 || true)
   [ -n "$SP" ] && break
@@ -49,10 +51,15 @@ for _ in $(seq 1 300); do
 done
 [ -n "$SP" ] || { echo "threads: the server did not start" >&2; exit 1; }
 # The second run's warm-up has begun once its line is on stderr; sample inside its window.
+started=
 for _ in $(seq 1 1200); do
-  [ "$(grep -c 'warm-up' "$TMP/err" || true)" -ge 2 ] && break
+  if [ "$(grep -c 'warm-up' "$TMP/err" || true)" -ge 2 ]; then
+    started=1
+    break
+  fi
   sleep 0.1
 done
+[ -n "$started" ] || { echo "threads: the second run did not start (see the load tool's errors)" >&2; cat "$TMP/err" >&2; exit 1; }
 sleep 2.5
 
 snap() { # pid tid comm cpu_ns runq_ns switches utime_ticks stime_ticks
@@ -61,7 +68,8 @@ snap() { # pid tid comm cpu_ns runq_ns switches utime_ticks stime_ticks
       local comm sched stat
       comm=$(tr ' ' '_' <"$t/comm" 2>/dev/null) || continue
       sched=$(cat "$t/schedstat" 2>/dev/null) || continue
-      stat=$(awk '{print $14, $15}' "$t/stat" 2>/dev/null) || continue
+      # utime and stime are fields 14 and 15, counted after `(comm)`, which may hold spaces.
+      stat=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{print $12, $13}') || continue
       echo "$pid ${t##*/} $comm $sched $stat"
     done
   done
@@ -70,25 +78,34 @@ healthz() {
   [ "$KIND" = copanel ] || return 0
   local addr
   addr=$(tr '\0' ' ' <"/proc/$SP/cmdline" | sed -n 's/.*--listen \([^ ]*\).*/\1/p')
-  curl -s "http://$addr/healthz" | tr -d '{}"' | tr ',' '\n' |
+  { curl -s "http://$addr/healthz" || true; } | tr -d '{}"' | tr ',' '\n' |
     awk -F: '$1=="batches"{b=$2} $1=="events_appended"{e=$2} END{print b+0, e+0}'
 }
 H1=$(healthz)
+T1=$(date +%s.%N)
 snap >"$TMP/a"
 sleep "$SAMPLE"
 snap >"$TMP/b"
+T2=$(date +%s.%N)
 H2=$(healthz)
 wait "$LP" || true
 LP=
+SP_DONE=$SP
+SP=
+# Seconds between the two snapshots, as measured.
+S=$(awk -v a="$T1" -v b="$T2" 'BEGIN { printf "%.3f", b - a }')
 
 grep '^target=' "$TMP/out" | tail -1
 if [ "$KIND" = copanel ]; then
-  echo "$H1 $H2" | awk -v s="$SAMPLE" '{b=$3-$1; e=$4-$2; if (b > 0) printf "batches_per_s=%.0f events_per_batch=%.2f\n", b/s, e/b}'
+  echo "$H1 $H2" | awk -v s="$S" '{b=$3-$1; e=$4-$2; if (b > 0) printf "batches_per_s=%.0f events_per_batch=%.2f\n", b/s, e/b}'
 fi
-awk -v sp="$SP" -v s="$SAMPLE" -v rate="$RATE" -v hz="$(getconf CLK_TCK)" '
+# A thread that started during the sample counts from zero; one that ended during it (sled's
+# extra IO threads end after 1 s idle) is missing from the second snapshot and not counted.
+awk -v sp="$SP_DONE" -v s="$S" -v rate="$RATE" -v hz="$(getconf CLK_TCK)" '
   FNR == NR { a[$1 " " $2] = $0; next }
-  ($1 " " $2) in a {
-    split(a[$1 " " $2], o, " ")
+  {
+    if (($1 " " $2) in a) split(a[$1 " " $2], o, " ")
+    else split("0 0 0 0 0 0 0 0", o, " ")
     who = ($1 == sp) ? "server" : "load"
     name = $3
     if (name ~ /^sled-io/) name = "sled-io (all)"
