@@ -279,7 +279,7 @@ impl Conn {
                 }
                 _ = &mut lagged => {
                     lagged.set(lag.notify.notified());
-                    self.on_lag(&mut events_rx).await
+                    self.on_lag(&mut events_rx, &mut replies).await
                 }
                 // Commands the writer had no room for, submitted in the order received as soon as
                 // it has: the loop goes on writing events and replies meanwhile.
@@ -388,30 +388,16 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends a live event (or presence/activity frame) and whatever else is already queued,
-    /// then flushes once.
-    async fn forward(
-        &mut self,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<(), End> {
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
-            self.feed_outbound(out).await?;
-            n += 1;
-            if n < WRITE_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        self.sink.flush().await.map_err(|_| End::Gone)
-    }
-
     /// Some subscriptions overflowed the queue: send what is queued (it precedes the gap), then
     /// catch each lagged stream up from the log and put it back live.
-    async fn on_lag(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Result<(), End> {
+    async fn on_lag(
+        &mut self,
+        rx: &mut mpsc::Receiver<Outbound>,
+        replies: &mut FuturesOrdered<Reply>,
+    ) -> Result<(), End> {
         while let Ok(ev) = rx.try_recv() {
-            self.forward(ev, rx).await?;
+            self.feed_outbound(ev).await?;
+            self.write_ready(rx, replies).await?;
         }
         for sid in self.lag.take_revoked() {
             if self.subs.remove(&sid.stream).is_some() {
