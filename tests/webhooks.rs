@@ -207,14 +207,29 @@ async fn failing_receiver_gets_everything_once_in_order() {
     for i in 0..3 {
         tag(&mut alice, "session/s2", &format!("t{i}"), &format!("x{i}")).await;
     }
-    let got = wait_for(&rx, "session/s2", 4).await;
+    // Each new tag also defines it in the company's catalog, after the session's event: the
+    // outbox holds 7 records, so wait for the last stream to be complete before the quiet check.
+    wait_for(&rx, "session/s2", 4).await;
+    let got = wait_for(&rx, "catalog", 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let got2 = rx.got.lock().unwrap().clone();
-    assert_eq!(got.len(), got2.len());
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(got2.len(), 7, "nothing more after the outbox: {got2:?}");
     assert_eq!(
         seqs_of(&got2, "session/s2"),
         vec![1, 2, 3, 4],
         "each once, in order"
+    );
+    assert_eq!(
+        seqs_of(&got2, "catalog"),
+        vec![1, 2, 3],
+        "each once, in order"
+    );
+    let ids: Vec<&str> = got2.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(
+        ids,
+        (1..=7).map(|i| format!("acme:{i}")).collect::<Vec<_>>(),
+        "outbox order"
     );
     assert_unique(&got2);
     assert!(
