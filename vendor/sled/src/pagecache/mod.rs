@@ -421,6 +421,51 @@ impl Update {
 #[derive(Debug)]
 pub struct RecoveryGuard<'a> {
     batch_res: Reservation<'a>,
+    // copanel patch (vendor/sled/PATCHED.md): declared after `batch_res`, so it is dropped
+    // after the manifest reservation is released, by `seal_batch` and on every error path.
+    _page_outs: DeferredPageOuts<'a>,
+}
+
+/// copanel patch (vendor/sled/PATCHED.md): while a write batch holds its manifest reservation,
+/// the io buffer that holds it cannot be written, and the batch's own updates share that
+/// buffer. A page updated by the batch and then paged out would have to be read back from a
+/// buffer that is not on disk yet, and that read would wait for the batch to end: a deadlock.
+/// So page-outs requested while a batch is open are queued, and done when the last open batch
+/// ends (this guard's drop). Pages paged out before the batch began never point into its buffer,
+/// because `pin_log` rolls the buffer before reserving the manifest.
+#[derive(Debug)]
+pub(crate) struct DeferredPageOuts<'a> {
+    pagecache: &'a PageCache,
+}
+
+/// copanel patch: the page-outs queued while batches are open.
+#[derive(Debug, Default)]
+struct PageOutQueue {
+    open_batches: usize,
+    queued: Vec<PageId>,
+}
+
+impl<'a> DeferredPageOuts<'a> {
+    fn begin(pagecache: &'a PageCache) -> Self {
+        pagecache.page_outs.lock().open_batches += 1;
+        DeferredPageOuts { pagecache }
+    }
+}
+
+impl Drop for DeferredPageOuts<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.pagecache.page_outs.lock();
+        queue.open_batches -= 1;
+        if queue.open_batches > 0 || queue.queued.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut queue.queued);
+        // Still holding the lock: no batch begins while these pages go out.
+        let guard = pin();
+        if let Err(e) = self.pagecache.page_out_now(queued, &guard) {
+            error!("deferred page-out failed: {:?}", e);
+        }
+    }
 }
 
 impl<'a> RecoveryGuard<'a> {
@@ -429,6 +474,7 @@ impl<'a> RecoveryGuard<'a> {
     pub(crate) fn seal_batch(self) -> Result<()> {
         let max_reserved =
             self.batch_res.log.iobufs.max_reserved_lsn.load(Acquire);
+        // `_page_outs` is dropped when this returns, after the reservation is released.
         self.batch_res.mark_writebatch(max_reserved).map(|_| ())
     }
 }
@@ -517,6 +563,8 @@ pub struct PageCache {
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
     was_recovered: bool,
+    // copanel patch: see `DeferredPageOuts`.
+    page_outs: Mutex<PageOutQueue>,
 }
 
 unsafe impl Send for PageCache {}
@@ -657,6 +705,7 @@ impl PageCache {
             idgen: Arc::new(AtomicU64::new(0)),
             idgen_persists: Arc::new(AtomicU64::new(0)),
             was_recovered: false,
+            page_outs: Mutex::new(PageOutQueue::default()),
         };
 
         // now we read it back in
@@ -895,6 +944,15 @@ impl PageCache {
         // transactions with a begin and end message, rather
         // than a single beginning message that needs to
         // be held until we know the final batch LSN.
+        //
+        // copanel patch (vendor/sled/PATCHED.md): only the roll *before*. Upstream also sealed
+        // the buffer right after the manifest, so every batch cost two buffer writes, each with
+        // its own sync; here the batch's updates share the manifest's buffer and the flush that
+        // follows writes both at once. The deadlock the second roll avoided is a page updated
+        // by the batch being paged out and read back while the manifest keeps its buffer off
+        // the disk; page-outs wait for the batch instead (`DeferredPageOuts`).
+        let page_outs = DeferredPageOuts::begin(self);
+
         self.log.roll_iobuf()?;
 
         let batch_res = self.log.reserve(
@@ -904,14 +962,7 @@ impl PageCache {
             guard,
         )?;
 
-        iobuf::maybe_seal_and_write_iobuf(
-            &self.log.iobufs,
-            &batch_res.iobuf,
-            batch_res.iobuf.get_header(),
-            false,
-        )?;
-
-        Ok(RecoveryGuard { batch_res })
+        Ok(RecoveryGuard { batch_res, _page_outs: page_outs })
     }
 
     #[doc(hidden)]
@@ -1921,6 +1972,19 @@ impl PageCache {
     }
 
     fn page_out(&self, to_evict: Vec<PageId>, guard: &Guard) -> Result<()> {
+        // copanel patch: queued while a write batch is open (see `DeferredPageOuts`); the lock
+        // is held while paging out, so no batch begins in the middle of it.
+        let mut queue = self.page_outs.lock();
+        if queue.open_batches > 0 {
+            queue.queued.extend(to_evict);
+            return Ok(());
+        }
+        let result = self.page_out_now(to_evict, guard);
+        drop(queue);
+        result
+    }
+
+    fn page_out_now(&self, to_evict: Vec<PageId>, guard: &Guard) -> Result<()> {
         let _measure = Measure::new(&M.page_out);
         for pid in to_evict {
             if pid == COUNTER_PID
