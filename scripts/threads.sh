@@ -3,6 +3,7 @@
 #
 #   scripts/threads.sh COPANEL_BIN RATE          # e.g. scripts/threads.sh target/release/copanel 3000
 #   scripts/threads.sh --bare BARE_BIN RATE      # the bare baseline the same way
+#   PERF=out.data scripts/threads.sh target/profiling/copanel 3000   # also `perf record` the sample
 #
 # Runs `examples/load` (1000 sessions x 5 = 5000 connections, `sync`) at RATE commands/s twice in
 # one process: the first run is thrown away (the first run of a process is slower), the second
@@ -84,7 +85,14 @@ healthz() {
 H1=$(healthz)
 T1=$(date +%s.%N)
 snap >"$TMP/a"
-sleep "$SAMPLE"
+if [ -n "${PERF:-}" ]; then
+  # The same window, recorded for `perf report -i "$PERF"` (call graphs need a build with debug
+  # info: `cargo build --profile profiling`).
+  perf record -F "${PERF_FREQ:-499}" --call-graph dwarf,16384 -o "$PERF" -p "$SP" -- sleep "$SAMPLE" \
+    >/dev/null 2>"$TMP/perf.err" || { echo "threads: perf record failed:" >&2; cat "$TMP/perf.err" >&2; }
+else
+  sleep "$SAMPLE"
+fi
 snap >"$TMP/b"
 T2=$(date +%s.%N)
 H2=$(healthz)
