@@ -425,8 +425,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::info!("shutting down: closing connections, flushing the log");
             let _ = stop.send(true);
         });
-        running.wait().await;
-        tracing::info!("shut down");
+        let stopped = running.wait().await;
+        tracing::info!(?stopped, "shut down");
         ExitCode::SUCCESS
     })
 }

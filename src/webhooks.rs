@@ -420,8 +420,9 @@ pub struct Webhooks {
     /// trim pass, so a trim never deletes records a webhook registered meanwhile still needs.
     admin: tokio::sync::Mutex<()>,
     /// The writer, for a registration to wait until every batch staged before its company
-    /// was armed is finished ([`Webhooks::attach_writer`]).
-    writer: std::sync::OnceLock<crate::writer::WriterHandle>,
+    /// was armed is finished ([`Webhooks::attach_writer`]). Released by
+    /// [`Webhooks::shutdown`]: the writer stops only once every handle is gone.
+    writer: parking_lot::Mutex<Option<crate::writer::WriterHandle>>,
 }
 
 /// A registration as listed (without its secret).
@@ -453,7 +454,7 @@ impl Webhooks {
             tasks: parking_lot::Mutex::new(HashMap::new()),
             trimmer: parking_lot::Mutex::new(None),
             admin: tokio::sync::Mutex::new(()),
-            writer: std::sync::OnceLock::new(),
+            writer: parking_lot::Mutex::new(None),
         });
         // Before the writer starts: a company with a stored webhook gets outbox records from
         // the first batch on.
@@ -474,7 +475,7 @@ impl Webhooks {
 
     /// Gives registrations the writer (see [`Webhooks::register`]); once, at start.
     pub fn attach_writer(&self, writer: crate::writer::WriterHandle) {
-        let _ = self.writer.set(writer);
+        *self.writer.lock() = Some(writer);
     }
 
     /// Trims the outbox every [`WebhookConfig::trim_interval`] until cancelled. The first pass
@@ -616,10 +617,10 @@ impl Webhooks {
         // staged before the arming has no outbox records, and must be durable (so before
         // `start`) by the time this registration answers. Every later batch has them.
         self.outbox.arm(company);
-        let writer = self
-            .writer
-            .get()
-            .ok_or_else(|| StoreError::Backend("webhooks are not attached to the writer".into()))?;
+        // Cloned out of the lock: it is not held across the wait.
+        let writer = self.writer.lock().clone().ok_or_else(|| {
+            StoreError::Backend("the server is stopping: webhooks have no writer".into())
+        })?;
         writer.barrier().await.map_err(StoreError::Backend)?;
         let start = self.outbox.durable_head(self.store.as_ref(), company)?;
         let value = serde_json::to_vec(&reg).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -701,9 +702,12 @@ impl Webhooks {
         Ok(true)
     }
 
-    /// Stops every delivery task (an attempt in flight is abandoned and re-sent after a restart)
-    /// and flushes the positions.
+    /// Releases the writer handle, stops every delivery task (an attempt in flight is abandoned
+    /// and re-sent after a restart) and flushes the positions.
     pub async fn shutdown(&self) {
+        // Without this handle the writer could not stop: shutdown would wait out its grace
+        // period for the writer on every stop.
+        drop(self.writer.lock().take());
         let mut tasks: Vec<_> = self.tasks.lock().drain().map(|(_, t)| t).collect();
         tasks.extend(self.trimmer.lock().take());
         for (cancel, _) in &tasks {

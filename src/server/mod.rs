@@ -190,30 +190,42 @@ pub struct Running {
     /// The secret tokens must be signed with.
     pub auth: Auth,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Stopped>,
     /// A handle on the writer, for [`Running::command`] (the demo's seeding).
     writer: WriterHandle,
 }
 
+/// How a server stopped ([`Running::shutdown`], [`Running::wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every writer handle was released: the writer drained its queue, flushed and ended.
+    Drained,
+    /// A writer handle was still held after the grace period (an idle keep-alive HTTP
+    /// connection can hold one); the store was flushed once more and the writer left behind.
+    WriterStillReferenced,
+    /// The server's task panicked or was cancelled.
+    Aborted,
+}
+
 impl Running {
     /// Stops accepting, closes every connection with 1001, lets the writer drain and flush, and
-    /// returns when all of that is done.
-    pub async fn shutdown(self) {
+    /// returns when all of that is done, saying how.
+    pub async fn shutdown(self) -> Stopped {
         // The writer stops only once every handle is gone, this one included.
         let Running {
             stop, task, writer, ..
         } = self;
         drop(writer);
         let _ = stop.send(true);
-        let _ = task.await;
+        task.await.unwrap_or(Stopped::Aborted)
     }
 
     /// Waits until the server stops (after [`Running::shutdown`] from elsewhere, or a signal
     /// when started with one).
-    pub async fn wait(self) {
+    pub async fn wait(self) -> Stopped {
         let Running { task, writer, .. } = self;
         drop(writer);
-        let _ = task.await;
+        task.await.unwrap_or(Stopped::Aborted)
     }
 
     /// A sender that triggers shutdown; for signal handlers.
@@ -383,7 +395,7 @@ pub async fn start_wrapped(
                    // An idle keep-alive HTTP connection can hold a clone of the state (and so a writer
                    // handle) past shutdown; every batch is already flushed, so after a grace period flush
                    // once more and stop without it.
-        if tokio::time::timeout(Duration::from_secs(5), writer_task)
+        let stopped = if tokio::time::timeout(Duration::from_secs(5), writer_task)
             .await
             .is_err()
         {
@@ -391,8 +403,12 @@ pub async fn start_wrapped(
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }
-        }
-        tracing::info!("stopped");
+            Stopped::WriterStillReferenced
+        } else {
+            Stopped::Drained
+        };
+        tracing::info!(?stopped, "stopped");
+        stopped
     });
     tracing::info!(%addr, ?durability, %epoch, "copanel listening");
     Ok(Running {

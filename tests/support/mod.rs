@@ -99,9 +99,16 @@ impl TestServer {
     }
 
     /// Graceful shutdown; returns the data dir for a restart.
+    /// Shuts the server down and checks that the writer drained and stopped on its own (every
+    /// writer handle released; nothing kept it waiting for the grace period).
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
-            r.shutdown().await;
+            let stopped = r.shutdown().await;
+            assert_eq!(
+                stopped,
+                copanel::server::Stopped::Drained,
+                "the writer did not stop on its own"
+            );
         }
         self.dir
     }
@@ -357,6 +364,24 @@ impl TestServer {
         let (status, body) = self.http_get("/healthz").await;
         assert_eq!(status, 200, "healthz status; body {body}");
         serde_json::from_str(&body).expect("healthz is JSON")
+    }
+
+    /// Polls `/healthz` until it counts `n` open connections (panics after [`WAIT`]); returns
+    /// that `/healthz`. A connection the client dropped or the server closed is counted until
+    /// the server's connection task has cleaned up, which can be after the client saw the end.
+    pub async fn wait_connections(&self, n: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let h = self.healthz().await;
+            if h["connections"].as_u64() == Some(n) {
+                return h;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/healthz never counted {n} connections: {h}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
