@@ -5,7 +5,7 @@
 //! Runs the real binary. Not covered: a directory without permission (the suite runs as root,
 //! which ignores file modes).
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +40,29 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits (up to 20 s) for the line `serve` prints on stdout once it listens ("copanel listening
+/// on ws://ADDR/ws (…)") and returns it. The child's stdout must be piped; it is drained after
+/// that line, so that the pipe stays open.
+fn banner(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("copanel did not start within 20 s");
+    assert!(
+        line.starts_with("copanel listening on ws://"),
+        "copanel did not start: stdout {line:?}"
+    );
+    line
 }
 
 /// Runs `serve` on `data`, which must fail by itself within 20 s; returns its status and stderr.
@@ -174,21 +197,14 @@ fn garbage_in_sleds_files() {
 fn a_data_dir_in_use_by_another_copanel() {
     let (_d, log) = made_store();
     let data = log.parent().unwrap().to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let first = Guard(
-        serve_on(&data, &format!("127.0.0.1:{port}"))
+    let mut first = Guard(
+        serve(&data)
+            .stdout(Stdio::piped())
             .spawn()
             .expect("spawn copanel"),
     );
-    // It listens only after it has opened the store (and holds sled's lock).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the first copanel did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // It listens (and says so) only after it has opened the store (and holds sled's lock).
+    banner(&mut first.0);
     let line = assert_refused(&data, &log, "locked by another process");
     drop(first);
     assert!(line.contains("another copanel"), "{line}");

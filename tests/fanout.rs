@@ -263,6 +263,24 @@ async fn snapshot_subscription_reflects_prior_events() {
     server.stop().await;
 }
 
+/// The next text or binary message off the socket as it came, past the server's pings (and any
+/// pong); panics after [`WAIT`].
+async fn next_data(c: &mut Client) -> tokio_tungstenite::tungstenite::Message {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, c.ws.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .expect("socket ok");
+        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return msg;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_msgpack_subscribers_receive_the_same_events() {
     let server = TestServer::start().await;
@@ -299,18 +317,9 @@ async fn json_and_msgpack_subscribers_receive_the_same_events() {
         &w.command(s, "m3", json!({"kind": "add_tag", "tag": "x"}))
             .await,
     );
-    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let raw_j = tokio::time::timeout(WAIT, j.ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let raw_m = tokio::time::timeout(WAIT, m.ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let raw_j = next_data(&mut j).await;
+    let raw_m = next_data(&mut m).await;
     assert!(
         matches!(raw_j, Message::Text(ref t) if t.as_str().contains("\"tag_added\"")),
         "{raw_j:?}"

@@ -24,6 +24,9 @@ use support::{http_get, open_session, Client};
 
 /// The harness's secret (see `crashloop`).
 const SECRET: &str = "crash-test-secret-0123456789abcdef";
+/// The watcher reads nothing (so answers no pings) until the end: keep a slow machine from
+/// closing it as idle (20 s by default) before then.
+const LIMITS: &str = "idle_timeout_secs = 300\n";
 
 /// An unmounts-on-drop tmpfs.
 struct Tmpfs {
@@ -134,7 +137,8 @@ async fn a_full_disk_gives_unavailable_and_the_server_recovers() {
     let data: PathBuf = fs.path().join("data");
     let logs = tempfile::tempdir().unwrap();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_copanel"));
-    let mut server = ServerProcess::start(&bin, &data, logs.path(), "full", 1000.0).await;
+    let mut server =
+        ServerProcess::start_with_limits(&bin, &data, logs.path(), "full", 1000.0, LIMITS).await;
     let mut c = Client::connect(&server.url(), &token(), Encoding::Json).await;
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut sessions = Vec::new();
@@ -236,22 +240,29 @@ async fn a_full_disk_gives_unavailable_and_the_server_recovers() {
         events += check(&mut c, s, a).await;
         acked.extend(a.iter().cloned());
     }
-    // The subscriber saw exactly the events after its snapshot, in order, each once.
-    while let Some(f) = watcher
-        .try_recv(std::time::Duration::from_millis(500))
-        .await
-    {
-        if let ServerFrame::Event(e) = f {
+    // The subscriber saw exactly the events after its snapshot, in order, each once: it reads
+    // as many events as the logs hold after its snapshots (each frame within `WAIT`), then
+    // compares.
+    let mut wanted = std::collections::BTreeMap::new();
+    for (s, (head, _)) in &watched {
+        let log = c.full_history(s).await;
+        let want: Vec<_> = log.into_iter().filter(|e| e.seq > *head).collect();
+        wanted.insert(s.clone(), want);
+    }
+    let total: usize = wanted.values().map(Vec::len).sum();
+    let mut received = 0;
+    while received < total {
+        if let ServerFrame::Event(e) = watcher.recv().await {
             if let Some((_, got)) = watched.get_mut(e.stream.as_str()) {
                 got.push(e);
+                received += 1;
             }
         }
     }
-    for (s, (head, got)) in &watched {
-        let log = c.full_history(s).await;
-        let want: Vec<_> = log.iter().filter(|e| e.seq > *head).cloned().collect();
+    watcher.assert_quiet().await;
+    for (s, (_, got)) in &watched {
         assert_eq!(
-            got, &want,
+            got, &wanted[s],
             "{s}: the subscriber's events = the log after its snapshot"
         );
     }
@@ -259,7 +270,9 @@ async fn a_full_disk_gives_unavailable_and_the_server_recovers() {
     // kill -9 and restart: every acked event is there.
     server.kill9();
     drop(server);
-    let server = ServerProcess::start(&bin, &data, logs.path(), "full-restart", 1000.0).await;
+    let server =
+        ServerProcess::start_with_limits(&bin, &data, logs.path(), "full-restart", 1000.0, LIMITS)
+            .await;
     let mut c = Client::connect(&server.url(), &token(), Encoding::Json).await;
     let mut after = 0;
     for (s, a) in &sessions {

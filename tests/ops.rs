@@ -90,30 +90,41 @@ async fn config_file_limits_take_effect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_runs_with_config_file_and_refuses_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = dir.path().join("copanel.toml");
-    std::fs::write(&cfg, format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nsecret = \"s3cret-s3cret-s3cret\"\n[limits]\nsubscriptions = 2\n", dir.path().join("data").display())).unwrap();
+    // Port 0: the system picks a free one, which the server prints.
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\ndata = \"{}\"\nsecret = \"s3cret-s3cret-s3cret\"\n[limits]\nsubscriptions = 2\n", dir.path().join("data").display())).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
         .args(["serve", "--config"])
         .arg(&cfg)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // "copanel listening on ws://ADDR/ws (…)": the first line it prints, once it listens. (The
+    // pipe is kept open until the server is killed.)
+    use tokio::io::AsyncBufReadExt;
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
+        .await
+        .expect("server did not start")
+        .expect("stdout readable")
+        .expect("a line on stdout");
+    let addr: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ws://")?.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("no ws://ADDR/ws in {line:?}"))
+        .parse()
+        .expect("an address");
+    // The file's `listen` took effect (the default is 127.0.0.1:7700).
+    assert!(
+        addr.ip().is_loopback() && addr.port() != 7700 && addr.port() != 0,
+        "{addr}"
+    );
     let (status, body) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     child.kill().await.unwrap();
+    drop(stdout);
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[limits]\nframe_bytez = 1\n").unwrap();

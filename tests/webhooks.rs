@@ -96,9 +96,9 @@ async fn register(server: &TestServer, url: &str, kinds: Value) -> String {
     body["webhook_id"].as_str().unwrap().to_owned()
 }
 
-/// Waits until the receiver holds `n` deliveries (panics after 5 s).
+/// Waits until the receiver holds `n` deliveries of `stream` (panics after [`WAIT`]).
 async fn wait_for(r: &Receiver, stream: &str, n: usize) -> Vec<(String, Value)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let got = r.got.lock().unwrap().clone();
         if seqs_of(&got, stream).len() >= n {
@@ -108,6 +108,62 @@ async fn wait_for(r: &Receiver, stream: &str, n: usize) -> Vec<(String, Value)> 
             tokio::time::Instant::now() < deadline,
             "only {} of {n} deliveries",
             got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the receiver holds `n` deliveries in all, whatever their streams (panics after
+/// [`WAIT`]).
+async fn wait_for_all(r: &Receiver, n: usize) -> Vec<(String, Value)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = r.got.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} deliveries: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The delivery positions of acme's webhooks (`GET /api/v1/webhooks`).
+async fn positions(server: &TestServer) -> Vec<u64> {
+    let auth = format!("Bearer {}", server.token("platform", Role::Service));
+    let (status, _, body) = http_request(
+        server.addr,
+        "GET",
+        "/api/v1/webhooks",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["webhooks"]
+        .as_array()
+        .expect("a list of webhooks")
+        .iter()
+        .map(|w| w["position"].as_u64().expect("a position"))
+        .collect()
+}
+
+/// Waits until acme's only webhook has stored a delivery position of at least `oseq` (panics
+/// after [`WAIT`]).
+async fn wait_position(server: &TestServer, oseq: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = positions(server).await;
+        if p.len() == 1 && p[0] >= oseq {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "positions {p:?}, not [{oseq}]"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -248,6 +304,10 @@ async fn restart_delivers_pending_without_resending() {
     wait_for(&rx, "session/s3", 1).await;
     // The receiver now refuses everything: the next events stay pending across the restart.
     rx.fail_first.store(usize::MAX, Ordering::SeqCst);
+    // What it acknowledged until now has its position stored, so none of it is in flight (to
+    // be sent again) at the stop. (The receiver runs on this thread: none is half-answered.)
+    let acknowledged = rx.got.lock().unwrap().len() as u64;
+    wait_position(&server, acknowledged).await;
     let mut alice = server.client("alice", Role::Operator).await;
     for i in 0..3 {
         tag(&mut alice, "session/s3", &format!("t{i}"), &format!("y{i}")).await;
@@ -325,18 +385,39 @@ async fn the_outbox_is_trimmed_behind_the_slowest_webhook() {
     let globex = outbox(dir.path(), "globex");
     assert!(globex.is_empty(), "{globex:?}");
 
-    // The receiver recovers: everything is delivered, in order, then the outbox shrinks.
+    // The receiver recovers: everything is delivered, in order, then the outbox shrinks. The
+    // webhook takes every kind, so it gets all n records: the session's events and, after them,
+    // what they caused elsewhere (each new tag is defined in the company's `catalog`).
     rx.fail_first.store(0, Ordering::SeqCst);
-    let server = TestServer::start_in(dir, trimmed).await;
-    let got = wait_for(&rx, "session/s4", 6).await;
+    let mut server = TestServer::start_in(dir, trimmed).await;
+    let got = wait_for_all(&rx, n as usize).await;
     assert_eq!(seqs_of(&got, "session/s4"), vec![1, 2, 3, 4, 5, 6]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let dir = server.stop().await;
+    let ids: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(
+        ids,
+        (1..=n).map(|i| format!("acme:{i}")).collect::<Vec<_>>(),
+        "outbox order, each once"
+    );
+    // The server has stored its position past all of them, so none is in flight (to be sent
+    // again) when it stops.
+    wait_position(&server, n).await;
+    // The outbox can only be read with the server stopped: give the trimmer (every 50 ms)
+    // a moment, look, and if it has not run yet, start again and give it another.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dir = loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let dir = server.stop().await;
+        if outbox(dir.path(), "acme") == vec![n] || tokio::time::Instant::now() > deadline {
+            break dir;
+        }
+        server = TestServer::start_in(dir, trimmed).await;
+    };
     assert_eq!(
         outbox(dir.path(), "acme"),
         vec![n],
         "all delivered: only the head stays"
     );
+    assert_eq!(rx.got.lock().unwrap().len(), n as usize, "nothing re-sent");
 
     // And a new event after the trim still reaches the webhook (oseqs go on from the head).
     let server = TestServer::start_in(dir, trimmed).await;
@@ -390,7 +471,15 @@ async fn a_webhook_registered_while_commands_flow_gets_every_later_event() {
     register(&server, &url, json!([])).await;
     let mut reader = server.client("alice", Role::Operator).await;
     let head_after = reader.head(s).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Commands go on flowing after the registration answered: at least ten more commits.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reader.head(s).await <= head_after + 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "commands stopped flowing after {head_after}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await.unwrap();
@@ -401,12 +490,23 @@ async fn a_webhook_registered_while_commands_flow_gets_every_later_event() {
         "commands kept flowing: {head_after} then {last}"
     );
     wait_for(&rx, s, 1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Every delivery up to the last event, however many: fails only if they stop coming.
+    let mut deadline = tokio::time::Instant::now() + WAIT;
+    let mut delivered = 0;
     let got = loop {
         let got = rx.got.lock().unwrap().clone();
-        if seqs_of(&got, s).last() == Some(&last) || tokio::time::Instant::now() > deadline {
+        if seqs_of(&got, s).last() == Some(&last) {
             break got;
         }
+        if got.len() > delivered {
+            delivered = got.len();
+            deadline = tokio::time::Instant::now() + WAIT;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries stopped before the last event {last}: {:?}",
+            seqs_of(&got, s).last()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let seqs = seqs_of(&got, s);

@@ -83,11 +83,24 @@ impl ServerProcess {
         name: &str,
         rate: f64,
     ) -> ServerProcess {
+        Self::start_with_limits(bin, data, logs, name, rate, "").await
+    }
+
+    /// [`ServerProcess::start`] with more `[limits]` keys: `extra_limits` is TOML lines, e.g.
+    /// `"idle_timeout_secs = 300\n"`.
+    pub async fn start_with_limits(
+        bin: &Path,
+        data: &Path,
+        logs: &Path,
+        name: &str,
+        rate: f64,
+        extra_limits: &str,
+    ) -> ServerProcess {
         let config = logs.join("copanel.toml");
         std::fs::write(
             &config,
             format!(
-                "[limits]\ncommands_per_sec = {rate:.1}\ncommand_burst = {:.1}\n",
+                "[limits]\ncommands_per_sec = {rate:.1}\ncommand_burst = {:.1}\n{extra_limits}",
                 2.0 * rate
             ),
         )
