@@ -78,6 +78,17 @@ async fn drain(c: &mut Client) -> Vec<ServerFrame> {
     out
 }
 
+/// The viewer ids of `f` if it is a presence frame about `stream`; `None` for events, pongs and
+/// the like. Presence of another stream, or any activity frame, fails the test.
+fn presence_in(f: &ServerFrame, stream: &str) -> Option<Vec<String>> {
+    match f {
+        ServerFrame::Presence { stream: s, viewers } if s.as_str() == stream => Some(ids(viewers)),
+        ServerFrame::Presence { stream: s, .. } => panic!("presence of {s}, wanted {stream}"),
+        ServerFrame::Activity { .. } => panic!("unexpected activity"),
+        _ => None,
+    }
+}
+
 /// The next presence frame about `stream` (skipping events and pongs), as viewer ids, while
 /// pinging the server every 100 ms: `c` is never silent long enough to be idled out, however
 /// long the wait.
@@ -88,14 +99,11 @@ async fn next_presence_pinging(c: &mut Client, stream: &str) -> Vec<String> {
         loop {
             match c.recv().await {
                 ServerFrame::Pong { id: Some(got) } if got == id => break,
-                ServerFrame::Presence { stream: s, viewers } if s.as_str() == stream => {
-                    return ids(&viewers)
+                f => {
+                    if let Some(viewers) = presence_in(&f, stream) {
+                        return viewers;
+                    }
                 }
-                ServerFrame::Presence { stream: s, .. } => {
-                    panic!("presence of {s}, wanted {stream}")
-                }
-                ServerFrame::Activity { .. } => panic!("unexpected activity"),
-                _ => {}
             }
         }
         assert!(Instant::now() < deadline, "no presence of {stream} in time");
@@ -118,14 +126,7 @@ async fn while_pinging<T>(
             loop {
                 match c.recv().await {
                     ServerFrame::Pong { id: Some(got) } if got == id => break,
-                    ServerFrame::Presence { stream: s, viewers } if s.as_str() == stream => {
-                        seen.push(ids(&viewers))
-                    }
-                    ServerFrame::Presence { stream: s, .. } => {
-                        panic!("presence of {s}, wanted {stream}")
-                    }
-                    ServerFrame::Activity { .. } => panic!("unexpected activity"),
-                    _ => {}
+                    f => seen.extend(presence_in(&f, stream)),
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
