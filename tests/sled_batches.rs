@@ -1,11 +1,13 @@
 //! The patched sled (`vendor/sled/PATCHED.md`): a write batch's updates share the io buffer of
 //! its manifest, which cannot go to disk until the batch ends. A page the batch updated, paged
 //! out and read back during the same batch would wait on that buffer forever, so page-outs wait
-//! for the batch to end. This drives sled itself into that corner: a cache so small that every
-//! page access pages out the other pages of its LRU shard, batches that update several keys of
-//! one leaf (sled walks from the root for each key, and the root pages out the leaves that share
-//! its shard), a flush after every batch as copanel's writer does. Without the deferral the
-//! first such batch hangs; with it every batch lands, and everything reads back after a reopen.
+//! for the batch to end. These tests drive sled itself into that corner: a cache so small that
+//! a full LRU shard pages out its other pages (sled applies accesses to a shard in blocks of up
+//! to 64), batches that update several keys of one leaf (sled walks from the root for each key,
+//! and the root pages out the leaves that share its shard). The first flushes after every batch,
+//! as copanel's writer does; the second flushes rarely (as compaction and import do) with sled's
+//! periodic flusher on and a reader thread. Without the deferral the first hangs on the first
+//! such batch; with it every batch lands, and everything reads back after a reopen.
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,13 +27,13 @@ fn value(i: usize, round: usize) -> Vec<u8> {
     v
 }
 
-fn open(dir: &std::path::Path) -> sled::Db {
+fn open(dir: &std::path::Path, flush_every_ms: Option<u64>) -> sled::Db {
     sled::Config::new()
         .path(dir)
-        // 256 KiB over sled's 256 LRU shards: 1 KiB a shard, less than any leaf here, so
-        // each access pages out everything else in its shard.
+        // 256 KiB over sled's 256 LRU shards: 1 KiB a shard, less than any leaf here, so a
+        // shard never holds more than the page it last admitted.
         .cache_capacity(256 * 1024)
-        .flush_every_ms(None)
+        .flush_every_ms(flush_every_ms)
         .open()
         .expect("open sled")
 }
@@ -44,25 +46,44 @@ fn last_round(i: usize, rounds: usize) -> Option<usize> {
     })
 }
 
-#[test]
-fn batches_under_cache_pressure_neither_hang_nor_lose_writes() {
+/// Fills the tree, then overwrites `rounds` runs of consecutive keys, one batch each, flushing
+/// after every `flush_every`-th batch; on a thread, so a hang fails instead of stalling the
+/// suite. Then checks every key after a reopen.
+fn batches_land(flush_every: usize, sled_flusher_ms: Option<u64>, reader: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_owned();
     let rounds = 150;
     let (done, finished) = mpsc::channel();
-    // On a thread, so that a hang fails the test instead of stalling the suite.
     std::thread::spawn(move || {
-        let db = open(&path);
-        // Fill in batches of RUN, each flushed.
+        let db = open(&path, sled_flusher_ms);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Reads of random keys between and around the batches (sled lets them run between
+        // batches, not during one), paging leaves in and out.
+        let reading = reader.then(|| {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i = (i * 7919 + 13) % KEYS;
+                    let _ = db.get(key(i)).expect("concurrent read");
+                }
+            })
+        });
+        let mut batches = 0;
+        let mut apply = |b: sled::Batch| {
+            db.apply_batch(b).expect("batch");
+            batches += 1;
+            if batches % flush_every == 0 {
+                db.flush().expect("flush");
+            }
+        };
         for chunk in (0..KEYS).collect::<Vec<_>>().chunks(RUN) {
             let mut b = sled::Batch::default();
             for &i in chunk {
                 b.insert(key(i), value(i, usize::MAX));
             }
-            db.apply_batch(b).expect("fill batch");
-            db.flush().expect("fill flush");
+            apply(b);
         }
-        // Overwrite runs of consecutive keys across the whole key space.
         for r in 0..rounds {
             let start = (r * 997) % KEYS;
             let mut b = sled::Batch::default();
@@ -70,9 +91,13 @@ fn batches_under_cache_pressure_neither_hang_nor_lose_writes() {
                 let i = (start + j) % KEYS;
                 b.insert(key(i), value(i, r));
             }
-            db.apply_batch(b).expect("batch");
-            db.flush().expect("flush");
+            apply(b);
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = reading {
+            t.join().expect("reader");
+        }
+        db.flush().expect("last flush");
         drop(db);
         let _ = done.send(());
     });
@@ -80,7 +105,7 @@ fn batches_under_cache_pressure_neither_hang_nor_lose_writes() {
         .recv_timeout(Duration::from_secs(300))
         .expect("the batches hung (or the writing thread panicked)");
 
-    let db = open(dir.path());
+    let db = open(dir.path(), None);
     assert_eq!(db.len(), KEYS, "every key is there after a reopen");
     for i in 0..KEYS {
         let want = value(i, last_round(i, rounds).unwrap_or(usize::MAX));
@@ -90,4 +115,16 @@ fn batches_under_cache_pressure_neither_hang_nor_lose_writes() {
             "key {i} holds its last write"
         );
     }
+}
+
+#[test]
+fn batches_under_cache_pressure_neither_hang_nor_lose_writes() {
+    // copanel's writer: a flush after every batch, no reader.
+    batches_land(1, None, false);
+}
+
+#[test]
+fn unflushed_batches_with_sled_flusher_and_a_reader_neither_hang_nor_lose_writes() {
+    // Compaction and import: many batches between flushes; sled's own flusher every 5 ms.
+    batches_land(25, Some(5), true);
 }
