@@ -175,6 +175,11 @@ impl ServerProcess {
         let _ = status;
     }
 
+    /// The child's process id (the server itself: it is spawned directly, not through a shell).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
