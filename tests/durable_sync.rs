@@ -14,7 +14,6 @@
 mod crashloop;
 mod support;
 
-use copanel::auth::{now_secs, Auth, Claims};
 use copanel_protocol::{Encoding, Role, ServerFrame};
 use crashloop::ServerProcess;
 use serde_json::json;
@@ -23,22 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{open_session, Client};
 
-/// The harness's secret (see `crashloop`).
-const SECRET: &str = "crash-test-secret-0123456789abcdef";
 /// Commands acked, one at a time, once the trace is known to be live.
 const TRACED: usize = 20;
 
 fn token() -> String {
-    Auth::new(SECRET.as_bytes())
-        .mint(&Claims {
-            sub: "platform".into(),
-            company: "acme".into(),
-            role: Role::Service,
-            name: None,
-            groups: Vec::new(),
-            exp: now_secs() + 3600,
-        })
-        .expect("mint")
+    crashloop::token("platform", Role::Service)
 }
 
 /// `strace` attached to `pid` and its threads, writing the three sync calls (with file paths)

@@ -12,7 +12,6 @@
 mod crashloop;
 mod support;
 
-use copanel::auth::{now_secs, Auth, Claims};
 use copanel_protocol::{Encoding, Role, ServerFrame};
 use crashloop::ServerProcess;
 use serde_json::json;
@@ -22,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::{http_get, open_session, Client};
 
-/// The harness's secret (see `crashloop`).
-const SECRET: &str = "crash-test-secret-0123456789abcdef";
 /// The watcher reads nothing (so answers no pings) until the end: keep a slow machine from
 /// closing it as idle (20 s by default) before then.
 const LIMITS: &str = "idle_timeout_secs = 300\n";
@@ -84,16 +81,7 @@ fn fill(path: &Path) -> u64 {
 }
 
 fn token() -> String {
-    Auth::new(SECRET.as_bytes())
-        .mint(&Claims {
-            sub: "platform".into(),
-            company: "acme".into(),
-            role: Role::Service,
-            name: None,
-            groups: Vec::new(),
-            exp: now_secs() + 3600,
-        })
-        .expect("mint")
+    crashloop::token("platform", Role::Service)
 }
 
 async fn health(server: &ServerProcess) -> serde_json::Value {

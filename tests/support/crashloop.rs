@@ -218,7 +218,8 @@ fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn token(sub: &str, role: Role) -> String {
+/// A token of company `acme` signed with the harness's secret, valid for an hour.
+pub fn token(sub: &str, role: Role) -> String {
     Auth::new(SECRET.as_bytes())
         .mint(&Claims {
             sub: sub.into(),
