@@ -34,20 +34,8 @@ fn open(dir: &std::path::Path, flush_every_ms: Option<u64>) -> sled::Db {
         // shard never holds more than the page it last admitted.
         .cache_capacity(256 * 1024)
         .flush_every_ms(flush_every_ms);
-    // sled releases its file lock from a background thread after the last handle drops, so
-    // the reopen right after the writing thread's drop can find it still held (as
-    // `SledStore::open` does, wait a little; bounded).
-    let mut tries = 0;
-    loop {
-        match config.open() {
-            Ok(db) => return db,
-            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("open sled: {e}"),
-        }
-    }
+    // The check's reopen comes right after the writing thread's drop: wait for the lock.
+    copanel::store::sled_store::open_when_unlocked(&config).expect("open sled")
 }
 
 /// What each key was last written with, by the same schedule as `write_all`.

@@ -175,34 +175,41 @@ fn open_sled(path: &Path) -> StoreResult<sled::Db> {
         // nothing else flushes it.
         .flush_every_ms(Some(200))
         .cache_capacity(512 * 1024 * 1024);
-    // sled releases its file lock from a background thread after the last handle drops, so a
-    // reopen in the same process right after a close can find it still held: wait briefly.
-    // Another live process holding it is still reported, after two seconds.
+    match open_when_unlocked(&config) {
+        Ok(db) => Ok(db),
+        Err(e) if is_lock_held(&e) => Err(at_path(
+            "cannot open the data directory",
+            path,
+            "it is locked by another process (is another copanel serving it?); stop that one first",
+        )),
+        Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => Err(at_path(
+            "cannot open the data directory",
+            path,
+            format!("its files are damaged or not a copanel store ({e}); restore a backup"),
+        )),
+        Err(e) => Err(at_path("cannot open the data directory", path, e)),
+    }
+}
+
+/// Opens a sled database, waiting up to two seconds while its file lock is held. sled
+/// releases that lock from a background thread after the last handle drops, so a reopen in
+/// the same process right after a close can find it still held. A lock that another live
+/// process holds is still an error, after the wait.
+pub fn open_when_unlocked(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut tries = 0;
     loop {
         match config.open() {
-            Ok(db) => return Ok(db),
-            Err(e) if tries < 40 && e.to_string().contains("could not acquire lock") => {
+            Err(e) if tries < 40 && is_lock_held(&e) => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                return Err(at_path(
-                    "cannot open the data directory",
-                    path,
-                    "it is locked by another process (is another copanel serving it?); stop that one first",
-                ))
-            }
-            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
-                return Err(at_path(
-                    "cannot open the data directory",
-                    path,
-                    format!("its files are damaged or not a copanel store ({e}); restore a backup"),
-                ))
-            }
-            Err(e) => return Err(at_path("cannot open the data directory", path, e)),
+            result => return result,
         }
     }
+}
+
+fn is_lock_held(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
 }
 
 /// fsyncs a directory, so that a rename or removal in it is durable.
