@@ -13,6 +13,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `copanel` binary uses (`src/main.rs`), so the figures are the server's:
+/// under glibc's malloc the writer bench's batched rate was about a fifth lower (BENCHMARKS.md,
+/// sixth pass).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn envelope(seq: u64) -> Envelope {
     Envelope {
         stream: StreamName::parse("session/bench-1").unwrap(),

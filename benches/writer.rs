@@ -16,6 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// The allocator the `copanel` binary uses (`src/main.rs`), so the figures are the server's:
+/// under glibc's malloc the writer bench's batched rate was about a fifth lower (BENCHMARKS.md,
+/// sixth pass).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Commands per iteration.
 const N: u64 = 64;
 
