@@ -28,8 +28,14 @@
 //! figures are from the run recorded in BENCHMARKS.md):
 //!
 //! ```text
-//! target=copanel durability=sync conns=5000 offered=2000 sent_per_s=2000 acked_per_s=2000 delivered_per_s=10002 p50_ms=1.55 p99_ms=29.25 p999_ms=42.59 ack_p99_ms=29.25 frame_bytes=216 errors=0 stale=0 load=2.71
+//! target=copanel durability=sync conns=5000 offered=2000 sent_per_s=2000 acked_per_s=2000 delivered_per_s=10002 p50_ms=1.55 p99_ms=29.25 p999_ms=42.59 ack_p99_ms=29.25 frame_bytes=216 errors=0 stale=0 load=2.71 cpu_busy=38.2 steal=0.4
 //! ```
+//!
+//! `cpu_busy` and `steal` are the whole machine's, in percent of all its CPUs, over the window
+//! (from `/proc/stat`; `?` where there is none): busy is everything but idle and IO wait, and
+//! steal is time the hypervisor gave this VM's CPUs to someone else. On a VM a run with much
+//! steal measured the host, not the server; the first run on a freshly booted or idle VM often
+//! has some (its memory is backed by the host on first touch).
 //!
 //! `--target bare` drives `examples/bare.rs` instead: the same rooms and members; the owner's
 //! message (a binary frame of the same size as copanel's event frames, measured in the copanel
@@ -239,6 +245,38 @@ fn now_us() -> u64 {
     u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The machine's CPU time so far, from the `cpu` line of `/proc/stat`: (busy, steal, total), in
+/// clock ticks. Busy is user, nice, system, irq and softirq; `None` where there is no such file.
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let field = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+    let steal = field(7);
+    let total = busy + field(3) + field(4) + steal;
+    Some((busy, steal, total))
+}
+
+/// Busy and steal percentages between two [`cpu_ticks`] readings, formatted for the summary.
+fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> (String, String) {
+    match (from, to) {
+        (Some((b0, s0, t0)), Some((b1, s1, t1))) if t1 > t0 => {
+            let total = (t1 - t0) as f64;
+            (
+                format!("{:.1}", 100.0 * b1.saturating_sub(b0) as f64 / total),
+                format!("{:.1}", 100.0 * s1.saturating_sub(s0) as f64 / total),
+            )
+        }
+        _ => ("?".into(), "?".into()),
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -248,6 +286,9 @@ fn loadavg() -> String {
 
 async fn run(args: Args) -> Result<(), String> {
     now_us();
+    if let Some(path) = &args.csv {
+        check_csv(path)?;
+    }
     let targets = if args.compare {
         vec![Target::Copanel, Target::Bare]
     } else {
@@ -717,6 +758,15 @@ impl Fleet {
             args.warmup,
             args.duration
         );
+        // The machine's CPU over the window, read when it opens and when it closes.
+        let cpu = tokio::spawn(async move {
+            let at =
+                |us: u64| tokio::time::sleep(Duration::from_micros(us.saturating_sub(now_us())));
+            at(window_from).await;
+            let from = cpu_ticks();
+            at(window_to).await;
+            cpu_share(from, cpu_ticks())
+        });
         let mut tasks = Vec::new();
         for room in std::mem::take(&mut self.rooms) {
             let plan = plan.clone();
@@ -740,6 +790,7 @@ impl Fleet {
             eprintln!("load: errors by kind: {:?}", stats.errors);
         }
         let window = args.duration;
+        let (cpu_busy, steal) = cpu.await.unwrap_or_else(|_| ("?".into(), "?".into()));
         Summary {
             target: self.target,
             durability: self.durability.clone(),
@@ -761,6 +812,8 @@ impl Fleet {
                 .checked_div(stats.events_seen)
                 .unwrap_or(0) as usize,
             load: loadavg(),
+            cpu_busy,
+            steal,
         }
     }
 
@@ -1219,6 +1272,10 @@ struct Summary {
     stale: u64,
     mean_event_bytes: usize,
     load: String,
+    /// The machine's busy CPU over the window, percent of all CPUs (`?`: unknown).
+    cpu_busy: String,
+    /// CPU time stolen by the hypervisor over the window, percent of all CPUs (`?`: unknown).
+    steal: String,
 }
 
 impl Summary {
@@ -1228,7 +1285,7 @@ impl Summary {
 
     fn line(&self) -> String {
         format!(
-            "target={} durability={} conns={} offered={:.0} sent_per_s={:.0} acked_per_s={:.0} delivered_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p99_ms={:.2} frame_bytes={} errors={} stale={} load={}",
+            "target={} durability={} conns={} offered={:.0} sent_per_s={:.0} acked_per_s={:.0} delivered_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} ack_p99_ms={:.2} frame_bytes={} errors={} stale={} load={} cpu_busy={} steal={}",
             self.target.name(),
             self.durability,
             self.connections,
@@ -1244,14 +1301,32 @@ impl Summary {
             self.errors,
             self.stale,
             self.load,
+            self.cpu_busy,
+            self.steal,
         )
     }
 }
 
-const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_cmd_s,acked_cmd_s,delivered_ev_s,p50_ms,p99_ms,p999_ms,ack_p99_ms,frame_bytes,errors,loadavg,stale";
+const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_cmd_s,acked_cmd_s,delivered_ev_s,p50_ms,p99_ms,p999_ms,ack_p99_ms,frame_bytes,errors,loadavg,stale,cpu_busy_pct,steal_pct";
+
+/// Refuses, before any run, a CSV file whose header is not this tool's: rows under an older
+/// tool's columns would be read as the wrong fields.
+fn check_csv(path: &PathBuf) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // absent: created with the header on the first row
+    };
+    match text.lines().next() {
+        Some(h) if h != CSV_HEADER => Err(format!(
+            "{} has other columns than this tool writes (an older tool's?); use a new file",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
 
 fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
-    let new = !path.exists();
+    // Missing or empty: the header goes first.
+    let new = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -1261,7 +1336,7 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
     }
     writeln!(
         f,
-        "{},{},{},{:.0},{},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{}",
+        "{},{},{},{:.0},{},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
         s.target.name(),
         s.durability,
         s.connections,
@@ -1277,6 +1352,8 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
         s.mean_event_bytes,
         s.errors,
         s.load,
-        s.stale
+        s.stale,
+        s.cpu_busy,
+        s.steal
     )
 }
