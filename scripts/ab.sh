@@ -7,7 +7,9 @@
 #
 # Each round runs A then B at every rate (order flipped on odd rounds, so neither always runs
 # on a warmer machine), one line per run, then prints per rate the median delivered rate and
-# p50/p99 of each. Uses the load tool of CARGO_TARGET_DIR (default ./target), built if missing.
+# p50/p99 of each, and the median hypervisor steal of its runs (the load tool's `steal`: on a VM,
+# a side whose runs had much more of it than the other's was measured on a busier host). Uses
+# the load tool of CARGO_TARGET_DIR (default ./target), built if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,12 +67,13 @@ for r in "${rates[@]}"; do
           if (kv[1] == "delivered_per_s") d[NR] = kv[2]
           if (kv[1] == "p50_ms") p50[NR] = kv[2]
           if (kv[1] == "p99_ms") p99[NR] = kv[2]
+          if (kv[1] == "steal" && kv[2] != "?") st[++ns] = kv[2]
         }
         n = NR
       }
       END {
         if (n == 0) { printf "%s rate=%s no runs\n", side, rate; exit }
-        printf "%s rate=%s runs=%d delivered_per_s=%.0f p50_ms=%.2f p99_ms=%.2f\n", side, rate, n, med(d, n), med(p50, n), med(p99, n)
+        printf "%s rate=%s runs=%d delivered_per_s=%.0f p50_ms=%.2f p99_ms=%.2f steal_pct=%s\n", side, rate, n, med(d, n), med(p50, n), med(p99, n), (ns ? sprintf("%.1f", med(st, ns)) : "?")
       }'
   done
 done
