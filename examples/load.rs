@@ -42,8 +42,8 @@
 //! run of `--compare`, else `--bare-bytes`) is broadcast by the server to every member of the
 //! room, the owner included; the owner receiving its own message counts as its "ack".
 //! `--compare` (with `--spawn` and `--bare`) runs copanel first, then bare, at the same rates, and
-//! prints each copanel median as a ratio to bare's. `--csv FILE` appends one row per run (the
-//! input of `examples/plot.rs`).
+//! prints each copanel median as a ratio to bare's, with the median steal of each side.
+//! `--csv FILE` appends one row per run (the input of `examples/plot.rs`).
 //!
 //! With `--spawn BIN` the tool starts `BIN serve` itself on a temp data dir and a free port, with
 //! a config file that lifts the per-connection command rate limit (the owner of a session sends
@@ -348,11 +348,22 @@ async fn run(args: Args) -> Result<(), String> {
             let bd = med(&b, |s| s.delivered_per_s());
             let c99 = med(&c, |s| s.p99_ms);
             let b99 = med(&b, |s| s.p99_ms);
+            // The steal each side's runs had: ratios of runs made on a busier host mislead.
+            let steal = |v: &[&Summary]| {
+                let m = median(v.iter().filter_map(|s| s.steal.parse::<f64>().ok()));
+                if m.is_nan() {
+                    "?".to_string()
+                } else {
+                    format!("{m:.1}")
+                }
+            };
             println!(
-                "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} bare_delivered_per_s={bd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} bare_p99_ms={b99:.2} p99_ratio={:.2}",
+                "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} bare_delivered_per_s={bd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} bare_p99_ms={b99:.2} p99_ratio={:.2} copanel_steal={} bare_steal={}",
                 c.len().min(b.len()),
                 ratio(cd, bd),
                 ratio(c99, b99),
+                steal(&c),
+                steal(&b),
             );
         }
     }
