@@ -34,8 +34,8 @@
 //! `cpu_busy` and `steal` are the whole machine's, in percent of all its CPUs, over the window
 //! (from `/proc/stat`; `?` where there is none): busy is everything but idle and IO wait, and
 //! steal is time the hypervisor gave this VM's CPUs to someone else. On a VM a run with much
-//! steal measured the host, not the server; the first run on a freshly booted or idle VM often
-//! has some (its memory is backed by the host on first touch).
+//! steal measured the host, not the server (BENCHMARKS.md, sixth pass: the first run of a fresh
+//! process often had more than the runs after it).
 //!
 //! `--target bare` drives `examples/bare.rs` instead: the same rooms and members; the owner's
 //! message (a binary frame of the same size as copanel's event frames, measured in the copanel
@@ -263,18 +263,21 @@ fn cpu_ticks() -> Option<(u64, u64, u64)> {
     Some((busy, steal, total))
 }
 
-/// Busy and steal percentages between two [`cpu_ticks`] readings, formatted for the summary.
-fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> (String, String) {
-    match (from, to) {
-        (Some((b0, s0, t0)), Some((b1, s1, t1))) if t1 > t0 => {
-            let total = (t1 - t0) as f64;
-            (
-                format!("{:.1}", 100.0 * b1.saturating_sub(b0) as f64 / total),
-                format!("{:.1}", 100.0 * s1.saturating_sub(s0) as f64 / total),
-            )
-        }
-        _ => ("?".into(), "?".into()),
-    }
+/// Busy and steal percentages between two [`cpu_ticks`] readings; `None` if either is missing
+/// or no time passed between them.
+fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> Option<(f64, f64)> {
+    let ((b0, s0, t0), (b1, s1, t1)) = (from?, to?);
+    let total = t1.checked_sub(t0).filter(|&t| t > 0)? as f64;
+    Some((
+        100.0 * b1.saturating_sub(b0) as f64 / total,
+        100.0 * s1.saturating_sub(s0) as f64 / total,
+    ))
+}
+
+/// A percentage for the summary line and the CSV: one decimal, or `?` when unknown.
+fn pct(p: Option<f64>) -> String {
+    p.filter(|p| p.is_finite())
+        .map_or_else(|| "?".into(), |p| format!("{p:.1}"))
 }
 
 fn loadavg() -> String {
@@ -349,14 +352,7 @@ async fn run(args: Args) -> Result<(), String> {
             let c99 = med(&c, |s| s.p99_ms);
             let b99 = med(&b, |s| s.p99_ms);
             // The steal each side's runs had: ratios of runs made on a busier host mislead.
-            let steal = |v: &[&Summary]| {
-                let m = median(v.iter().filter_map(|s| s.steal.parse::<f64>().ok()));
-                if m.is_nan() {
-                    "?".to_string()
-                } else {
-                    format!("{m:.1}")
-                }
-            };
+            let steal = |v: &[&Summary]| pct(Some(median(v.iter().filter_map(|s| s.steal))));
             println!(
                 "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} bare_delivered_per_s={bd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} bare_p99_ms={b99:.2} p99_ratio={:.2} copanel_steal={} bare_steal={}",
                 c.len().min(b.len()),
@@ -801,7 +797,7 @@ impl Fleet {
             eprintln!("load: errors by kind: {:?}", stats.errors);
         }
         let window = args.duration;
-        let (cpu_busy, steal) = cpu.await.unwrap_or_else(|_| ("?".into(), "?".into()));
+        let (cpu_busy, steal) = cpu.await.ok().flatten().unzip();
         Summary {
             target: self.target,
             durability: self.durability.clone(),
@@ -1283,10 +1279,10 @@ struct Summary {
     stale: u64,
     mean_event_bytes: usize,
     load: String,
-    /// The machine's busy CPU over the window, percent of all CPUs (`?`: unknown).
-    cpu_busy: String,
-    /// CPU time stolen by the hypervisor over the window, percent of all CPUs (`?`: unknown).
-    steal: String,
+    /// The machine's busy CPU over the window, percent of all CPUs (`None`: unknown).
+    cpu_busy: Option<f64>,
+    /// CPU time stolen by the hypervisor over the window, percent of all CPUs (`None`: unknown).
+    steal: Option<f64>,
 }
 
 impl Summary {
@@ -1312,8 +1308,8 @@ impl Summary {
             self.errors,
             self.stale,
             self.load,
-            self.cpu_busy,
-            self.steal,
+            pct(self.cpu_busy),
+            pct(self.steal),
         )
     }
 }
@@ -1323,16 +1319,20 @@ const CSV_HEADER: &str = "target,durability,connections,offered_cmd_s,rep,sent_c
 /// Refuses, before any run, a CSV file whose header is not this tool's: rows under an older
 /// tool's columns would be read as the wrong fields.
 fn check_csv(path: &PathBuf) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    use std::io::BufRead as _;
+    let Ok(file) = std::fs::File::open(path) else {
         return Ok(()); // absent: created with the header on the first row
     };
-    match text.lines().next() {
-        Some(h) if h != CSV_HEADER => Err(format!(
-            "{} has other columns than this tool writes (an older tool's?); use a new file",
-            path.display()
-        )),
-        _ => Ok(()),
+    let mut header = String::new();
+    let _ = std::io::BufReader::new(file).read_line(&mut header);
+    let header = header.trim_end();
+    if header.is_empty() || header == CSV_HEADER {
+        return Ok(()); // empty: as absent
     }
+    Err(format!(
+        "{} has other columns than this tool writes (an older tool's?); use a new file",
+        path.display()
+    ))
 }
 
 fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
@@ -1364,7 +1364,7 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
         s.errors,
         s.load,
         s.stale,
-        s.cpu_busy,
-        s.steal
+        pct(s.cpu_busy),
+        pct(s.steal)
     )
 }
