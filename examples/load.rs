@@ -1,11 +1,15 @@
 //! Load tool: fan-out throughput and command-to-delivery latency of copanel, and of a bare
-//! fan-out baseline (`examples/bare.rs`) driven the same way, in the same run.
+//! fan-out baseline (`examples/bare.rs`) and a Socket.IO server (`examples/socketio/server.js`)
+//! driven the same way, in the same run.
 //!
 //! ```text
 //! # copanel, then the bare baseline, at three offered rates, 3 runs each, with ratios:
 //! cargo build --release --bin copanel --examples
 //! target/release/examples/load --spawn target/release/copanel --bare target/release/examples/bare \
 //!     --compare --rates 2000,10000,40000 --repeats 3 --csv bench.csv
+//! # the same, and the Socket.IO peer third (`npm ci` in examples/socketio first):
+//! target/release/examples/load --spawn target/release/copanel --bare target/release/examples/bare \
+//!     --socketio examples/socketio/server.js --compare --rates 2000,10000 --repeats 3
 //! # one target against a server that is already running (its limits apply):
 //! target/release/examples/load --url ws://127.0.0.1:7700/ws --secret S --rates 5000
 //! ```
@@ -41,8 +45,15 @@
 //! message (a binary frame of the same size as copanel's event frames, measured in the copanel
 //! run of `--compare`, else `--bare-bytes`) is broadcast by the server to every member of the
 //! room, the owner included; the owner receiving its own message counts as its "ack".
-//! `--compare` (with `--spawn` and `--bare`) runs copanel first, then bare, at the same rates, and
-//! prints each copanel median as a ratio to bare's, with the median steal of each side.
+//! `--target socketio` drives the Socket.IO peer (`--socketio SCRIPT` starts it with `--node`;
+//! else `--url ws://H:P`) the same way: each connection joins its room through the Engine.IO
+//! and Socket.IO handshakes (`room` query parameter), the owner emits an `m` event whose
+//! payload is a string of the same size budget (the whole text frame, `42["m","t<µs> <id> x…"]`,
+//! is as long as bare's), the server broadcasts it to the room, owner included, and the
+//! tool answers the server's heartbeat pings.
+//! `--compare` (with `--spawn` and `--bare`) runs copanel first, then bare, then the Socket.IO
+//! peer if `--socketio` is given, at the same rates, and prints for each peer a line of copanel's
+//! medians as ratios to that peer's, with the median steal of each side.
 //! `--csv FILE` appends one row per run (the input of `examples/plot.rs`).
 //!
 //! With `--spawn BIN` the tool starts `BIN serve` itself on a temp data dir and a free port, with
@@ -109,8 +120,8 @@ struct Args {
     /// Which server to drive (ignored with --compare, which runs both).
     #[arg(long, value_enum, default_value = "copanel")]
     target: Target,
-    /// WebSocket URL of a running copanel server (`ws://H:P/ws`) or bare server (`ws://H:P`);
-    /// ignored when the tool spawns the server.
+    /// WebSocket URL of a running copanel server (`ws://H:P/ws`), or bare or Socket.IO server
+    /// (`ws://H:P`); ignored when the tool spawns the server.
     #[arg(long, default_value = "ws://127.0.0.1:7700/ws")]
     url: String,
     /// copanel's token secret (with --spawn: passed to the server; default: generated).
@@ -125,7 +136,15 @@ struct Args {
     /// Start this bare baseline binary (`examples/bare`) for `--target bare` / `--compare`.
     #[arg(long)]
     bare: Option<PathBuf>,
-    /// Run copanel then bare at the same rates and print copanel's figures as ratios to bare's.
+    /// Start this Socket.IO peer (`examples/socketio/server.js`, after `npm ci` there) with
+    /// `--node` for `--target socketio`; with `--compare`, it runs third.
+    #[arg(long)]
+    socketio: Option<PathBuf>,
+    /// The Node.js binary that runs `--socketio`.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// Run copanel then bare (then the Socket.IO peer, with `--socketio`) at the same rates and
+    /// print copanel's figures as ratios to each peer's.
     #[arg(long)]
     compare: bool,
     /// copanel durability of the spawned server: sync or relaxed.
@@ -152,7 +171,8 @@ struct Args {
     /// Every Nth command is an `add_note` (while the session has note budget); 0: never.
     #[arg(long, default_value_t = 10)]
     note_every: u64,
-    /// Size of the bare target's frames, bytes (0: copanel's measured mean event frame, else 200).
+    /// Size of the bare and Socket.IO targets' frames, bytes (0: copanel's measured mean event
+    /// frame, else 200).
     #[arg(long, default_value_t = 0)]
     bare_bytes: usize,
     /// Append one CSV row per run to this file (header written when the file is new).
@@ -164,6 +184,7 @@ struct Args {
 enum Target {
     Copanel,
     Bare,
+    Socketio,
 }
 
 impl Target {
@@ -171,7 +192,13 @@ impl Target {
         match self {
             Target::Copanel => "copanel",
             Target::Bare => "bare",
+            Target::Socketio => "socketio",
         }
+    }
+
+    /// A peer: a server that broadcasts the owner's frame as is (bare, Socket.IO).
+    fn is_peer(self) -> bool {
+        self != Target::Copanel
     }
 }
 
@@ -195,7 +222,7 @@ fn main() -> ExitCode {
     let res = rt.block_on(run(args));
     rt.shutdown_timeout(Duration::from_secs(1));
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("load: {e}");
             ExitCode::FAILURE
@@ -287,23 +314,37 @@ fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// Every run of every target, in order; each summary line is printed as its run ends.
+async fn run(args: Args) -> Result<Vec<Summary>, String> {
     now_us();
     if let Some(path) = &args.csv {
         check_csv(path)?;
     }
     let targets = if args.compare {
-        vec![Target::Copanel, Target::Bare]
+        let mut t = vec![Target::Copanel, Target::Bare];
+        if args.socketio.is_some() {
+            t.push(Target::Socketio);
+        }
+        t
     } else {
         vec![args.target]
     };
     let mut results: Vec<Summary> = Vec::new();
     let mut frame_bytes = args.bare_bytes;
     for target in targets {
-        let server = match (target, &args.spawn, &args.bare) {
-            (Target::Copanel, Some(bin), _) => Some(Spawned::copanel(bin, &args).await?),
-            (Target::Bare, _, Some(bin)) => Some(Spawned::bare(bin).await?),
-            _ => None,
+        let server = match target {
+            Target::Copanel => match &args.spawn {
+                Some(bin) => Some(Spawned::copanel(bin, &args).await?),
+                None => None,
+            },
+            Target::Bare => match &args.bare {
+                Some(bin) => Some(Spawned::bare(bin).await?),
+                None => None,
+            },
+            Target::Socketio => match &args.socketio {
+                Some(script) => Some(Spawned::socketio(&args.node, script).await?),
+                None => None,
+            },
         };
         let url = match &server {
             Some(s) => s.url.clone(),
@@ -314,7 +355,7 @@ async fn run(args: Args) -> Result<(), String> {
             .and_then(|s| s.secret.clone())
             .or_else(|| args.secret.clone());
         let mut fleet = Fleet::connect(target, &args, &url, secret.as_deref()).await?;
-        if target == Target::Bare && frame_bytes == 0 {
+        if target.is_peer() && frame_bytes == 0 {
             frame_bytes = DEFAULT_BARE_BYTES;
         }
         fleet.bare_bytes = frame_bytes.max(16);
@@ -329,7 +370,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 if target == Target::Copanel && frame_bytes == 0 && s.mean_event_bytes > 0 {
                     frame_bytes = s.mean_event_bytes;
-                    eprintln!("load: copanel's event frames are {frame_bytes} bytes on average; the bare target uses that size");
+                    eprintln!("load: copanel's event frames are {frame_bytes} bytes on average; the peers' frames have that size");
                 }
                 results.push(s);
             }
@@ -345,25 +386,32 @@ async fn run(args: Args) -> Result<(), String> {
                     .filter(|s| s.target == t && s.offered == rate)
                     .collect()
             };
-            let (c, b) = (pick(Target::Copanel), pick(Target::Bare));
+            let c = pick(Target::Copanel);
             let med = |v: &[&Summary], f: fn(&Summary) -> f64| median(v.iter().map(|s| f(s)));
             let cd = med(&c, |s| s.delivered_per_s());
-            let bd = med(&b, |s| s.delivered_per_s());
             let c99 = med(&c, |s| s.p99_ms);
-            let b99 = med(&b, |s| s.p99_ms);
             // The steal each side's runs had: ratios of runs made on a busier host mislead.
             let steal = |v: &[&Summary]| pct(Some(median(v.iter().filter_map(|s| s.steal))));
-            println!(
-                "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} bare_delivered_per_s={bd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} bare_p99_ms={b99:.2} p99_ratio={:.2} copanel_steal={} bare_steal={}",
-                c.len().min(b.len()),
-                ratio(cd, bd),
-                ratio(c99, b99),
-                steal(&c),
-                steal(&b),
-            );
+            for peer in [Target::Bare, Target::Socketio] {
+                let p = pick(peer);
+                if p.is_empty() {
+                    continue;
+                }
+                let pd = med(&p, |s| s.delivered_per_s());
+                let p99 = med(&p, |s| s.p99_ms);
+                let name = peer.name();
+                println!(
+                    "compare offered={rate:.0} runs={} copanel_delivered_per_s={cd:.0} {name}_delivered_per_s={pd:.0} delivered_ratio={:.3} copanel_p99_ms={c99:.2} {name}_p99_ms={p99:.2} p99_ratio={:.2} copanel_steal={} {name}_steal={}",
+                    c.len().min(p.len()),
+                    ratio(cd, pd),
+                    ratio(c99, p99),
+                    steal(&c),
+                    steal(&p),
+                );
+            }
         }
     }
-    Ok(())
+    Ok(results)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -456,6 +504,24 @@ impl Spawned {
         cmd.arg("--listen").arg(addr.to_string());
         let url = format!("ws://{addr}");
         Spawned::start(cmd, dir, addr, url, None, "bare").await
+    }
+
+    async fn socketio(node: &PathBuf, script: &PathBuf) -> Result<Spawned, String> {
+        let modules = script
+            .parent()
+            .map(|d| d.join("node_modules").join("socket.io"));
+        if !modules.is_some_and(|m| m.is_dir()) {
+            return Err(format!(
+                "{} has no node_modules/socket.io next to it: run `npm ci` in its directory",
+                script.display()
+            ));
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let addr = free_addr()?;
+        let mut cmd = Command::new(node);
+        cmd.arg(script).arg("--listen").arg(addr.to_string());
+        let url = format!("ws://{addr}");
+        Spawned::start(cmd, dir, addr, url, None, "socketio").await
     }
 
     async fn start(
@@ -648,7 +714,7 @@ impl Fleet {
         let streams: Vec<String> = (0..args.sessions)
             .map(|i| match target {
                 Target::Copanel => format!("session/load-{run_id}-{i}"),
-                Target::Bare => format!("{i}"),
+                Target::Bare | Target::Socketio => format!("{i}"),
             })
             .collect();
         let auth = match target {
@@ -656,7 +722,7 @@ impl Fleet {
                 let secret = secret.ok_or("--secret (or COPANEL_SECRET) is needed for copanel")?;
                 Some(Auth::new(secret.as_bytes()))
             }
-            Target::Bare => None,
+            Target::Bare | Target::Socketio => None,
         };
         let owner = |s: usize| format!("op-{run_id}-{s}");
         if let Some(auth) = &auth {
@@ -691,16 +757,15 @@ impl Fleet {
                         };
                         (url.to_owned(), Some(token))
                     }
-                    None => (
-                        format!("{}/r/{}", url.trim_end_matches('/'), streams[s]),
-                        None,
-                    ),
+                    None => (peer_url(target, url, &streams[s]), None),
                 };
                 let stream = streams[s].clone();
                 tasks.push(tokio::spawn(async move {
                     let mut ws = connect(&conn_url, token.as_deref()).await?;
-                    if token.is_some() {
-                        subscribe(&mut ws, &stream).await?;
+                    match target {
+                        Target::Copanel => subscribe(&mut ws, &stream).await?,
+                        Target::Socketio => sio_join(&mut ws).await?,
+                        Target::Bare => {}
                     }
                     Ok::<_, String>((s, m, ws))
                 }));
@@ -837,6 +902,77 @@ impl Fleet {
             let _ = t.await;
         }
     }
+}
+
+/// A peer's WebSocket URL for one room, from its base URL (`ws://H:P`).
+fn peer_url(target: Target, base: &str, room: &str) -> String {
+    let base = base.trim_end_matches('/');
+    match target {
+        Target::Socketio => {
+            format!("{base}/socket.io/?EIO=4&transport=websocket&room={room}")
+        }
+        _ => format!("{base}/r/{room}"),
+    }
+}
+
+/// Joins Socket.IO's default namespace over a WebSocket just opened: the server's Engine.IO
+/// `open` packet (`0{…}`), the client's namespace `connect` (`40`), the server's answer
+/// (`40{"sid":…}`). The server puts the socket in its room before it answers.
+async fn sio_join(ws: &mut Ws) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let open = sio_text(ws, deadline, "open packet").await?;
+    if !open.starts_with("0{") {
+        return Err(format!("expected the Engine.IO open packet, got {open:?}"));
+    }
+    ws.send(Message::text("40"))
+        .await
+        .map_err(|e| format!("Socket.IO connect: {e}"))?;
+    let answer = sio_text(ws, deadline, "connect answer").await?;
+    if answer.starts_with("40") {
+        Ok(())
+    } else {
+        Err(format!("Socket.IO connect refused: {answer:?}"))
+    }
+}
+
+/// The next text frame, by `deadline`.
+async fn sio_text(
+    ws: &mut Ws,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Result<String, String> {
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err(format!("no Socket.IO {what} within {CONNECT_TIMEOUT:?}")),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.as_str().to_owned()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return Err(format!("connection closed before the Socket.IO {what}")),
+        }
+    }
+}
+
+/// Engine.IO's heartbeat: the server sends `2` (ping), the client answers `3` (pong).
+fn sio_ping(msg: &Message) -> bool {
+    matches!(msg, Message::Text(t) if t.as_str() == "2")
+}
+
+/// The Socket.IO frame of an `m` event whose payload is the string `t<micros> <id> ` padded
+/// with `x` to `bytes` bytes in all (at least the header's).
+fn sio_frame(t: u64, id: u64, bytes: usize) -> Message {
+    let mut f = format!("42[\"m\",\"t{t} {id} ");
+    let pad = bytes.saturating_sub(f.len() + 2);
+    f.extend(std::iter::repeat_n('x', pad));
+    f.push_str("\"]");
+    Message::text(f)
+}
+
+/// The send time and id of an `m` event's frame (see [`sio_frame`]).
+fn sio_event(frame: &str) -> Option<(u64, u64)> {
+    let rest = frame.strip_prefix("42[\"m\",\"t")?;
+    let mut it = rest.splitn(3, ' ');
+    let t = it.next()?.parse().ok()?;
+    let id = it.next()?.parse().ok()?;
+    Some((t, id))
 }
 
 async fn subscribe(ws: &mut Ws, stream: &str) -> Result<(), String> {
@@ -1112,8 +1248,22 @@ async fn drive_room(mut room: Room, plan: Plan) -> (Room, Stats) {
 
 /// Reads one frame's worth of measurement into `stats`; `Some(id)` for the owner's acks.
 fn observe(plan: &Plan, stats: &mut Stats, msg: &Message, sent: &mut HashMap<u64, u64>) {
+    if let (Target::Socketio, Message::Text(f)) = (plan.target, msg) {
+        let f = f.as_str();
+        if let Some((t, id)) = sio_event(f) {
+            stats.delivered_at(plan, t, f.len());
+            // The owner's own message back is its "ack".
+            if sent.remove(&id).is_some() {
+                stats.acked_at(plan, t);
+            }
+        } else if f.starts_with("42") {
+            stats.error("undecodable_frame");
+        }
+        return;
+    }
     let Message::Binary(b) = msg else { return };
     match plan.target {
+        Target::Socketio => {}
         Target::Copanel => {
             let Ok(f) = rmp_serde::from_slice::<InFrame>(b) else {
                 stats.error("undecodable_frame");
@@ -1179,12 +1329,21 @@ async fn read_member(mut ws: Ws, plan: Plan, end: tokio::time::Instant) -> (Opti
     let mut stats = Stats::new();
     let mut none = HashMap::new();
     let mut idle = false;
-    while let Some(deadline) = read_deadline(end, idle) {
+    let mut next = read_deadline(end, idle);
+    while let Some(deadline) = next {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => idle = deadline > end,
+            // A heartbeat is not traffic: the drain's quiet deadline stays where it was.
+            Ok(Some(Ok(msg))) if sio_ping(&msg) => {
+                if ws.send(Message::text("3")).await.is_err() {
+                    return (None, stats);
+                }
+                continue;
+            }
             Ok(Some(Ok(msg))) => observe(&plan, &mut stats, &msg, &mut none),
             Ok(_) => return (None, stats),
         }
+        next = read_deadline(end, idle);
     }
     (Some(ws), stats)
 }
@@ -1207,10 +1366,18 @@ async fn drive_owner(
     let mut n: u64 = plan.id_base;
     let mut pad = Vec::new();
     let mut idle = false;
-    while let Some(deadline) = read_deadline(end, idle) {
+    let mut next = read_deadline(end, idle);
+    while let Some(deadline) = next {
         tokio::select! {
             m = tokio::time::timeout_at(deadline, ws.next()) => match m {
                 Err(_) => idle = deadline > end,
+                // A heartbeat is not traffic: the drain's quiet deadline stays where it was.
+                Ok(Some(Ok(msg))) if sio_ping(&msg) => {
+                    if ws.send(Message::text("3")).await.is_err() {
+                        return (None, notes, stats);
+                    }
+                    continue;
+                }
                 Ok(Some(Ok(msg))) => observe(plan, &mut stats, &msg, &mut sent),
                 Ok(_) => return (None, notes, stats),
             },
@@ -1243,6 +1410,7 @@ async fn drive_owner(
                         pad.resize(plan.bare_bytes, b'x');
                         Message::Binary(pad.clone().into())
                     }
+                    Target::Socketio => sio_frame(t, n, plan.bare_bytes),
                 };
                 sent.insert(n, t);
                 if Stats::in_window(plan, t) {
@@ -1253,6 +1421,7 @@ async fn drive_owner(
                 }
             }
         }
+        next = read_deadline(end, idle);
     }
     (Some(ws), notes, stats)
 }
@@ -1367,4 +1536,179 @@ fn append_csv(path: &PathBuf, s: &Summary) -> std::io::Result<()> {
         pct(s.cpu_busy),
         pct(s.steal)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tool end to end, at a small scale: copanel, the bare baseline and (when Node.js and
+    //! `examples/socketio/node_modules` are there) the Socket.IO peer, each spawned as a real
+    //! process on 127.0.0.1 and driven by `--compare`. It checks that every target's figures
+    //! add up, not how fast anything is.
+    use super::*;
+    use std::path::Path;
+
+    /// `cargo test` builds the binaries next to this test binary (`target/<profile>/examples/`).
+    fn built(name: &str, up: usize) -> PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut dir = exe.parent().expect("a directory").to_path_buf();
+        for _ in 0..up {
+            dir = dir.parent().expect("a parent directory").to_path_buf();
+        }
+        let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is not built: run `cargo test` (it builds the binary and the examples)",
+            bin.display()
+        );
+        bin
+    }
+
+    /// The Socket.IO peer's script, if Node.js and its modules are installed (`npm ci`).
+    fn socketio() -> Option<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/socketio");
+        let node = Command::new("node").arg("--version").output();
+        if !node.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIPPED the Socket.IO peer: no `node` on PATH");
+            return None;
+        }
+        if !dir.join("node_modules/socket.io").is_dir() {
+            eprintln!(
+                "SKIPPED the Socket.IO peer: run `npm ci` in {} (.ci/run does)",
+                dir.display()
+            );
+            return None;
+        }
+        Some(dir.join("server.js"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_target_delivers_what_its_owners_send() {
+        let (sessions, members) = (4u64, 3u64);
+        let mut argv: Vec<String> = [
+            "load",
+            "--compare",
+            "--sessions",
+            "4",
+            "--members",
+            "3",
+            "--rates",
+            "40",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1.5",
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.push("--spawn".into());
+        argv.push(built("copanel", 1).display().to_string());
+        argv.push("--bare".into());
+        argv.push(built("bare", 0).display().to_string());
+        let sio = socketio();
+        if let Some(script) = &sio {
+            argv.push("--socketio".into());
+            argv.push(script.display().to_string());
+        }
+        let args = Args::try_parse_from(argv).expect("valid arguments");
+        let results = run(args).await.expect("the runs");
+
+        let mut want = vec![Target::Copanel, Target::Bare];
+        if sio.is_some() {
+            want.push(Target::Socketio);
+        }
+        let got: Vec<Target> = results.iter().map(|s| s.target).collect();
+        assert_eq!(got, want, "one run per target, in order");
+        let copanel_frame = results[0].mean_event_bytes;
+        assert!(
+            copanel_frame > 100,
+            "copanel's event frames: {copanel_frame} bytes"
+        );
+        for s in &results {
+            let line = s.line();
+            assert_eq!(s.errors, 0, "{line}");
+            assert_eq!(s.stale, 0, "{line}");
+            assert_eq!(s.connections as u64, sessions * members, "{line}");
+            // 40 commands/s for 1.5 s; commands in flight at the window's edges count on one
+            // side only: at most one per session at this pace.
+            assert!(s.sent >= 40, "{line}");
+            assert!(s.acked.abs_diff(s.sent) <= sessions, "{line}");
+            assert!(
+                s.delivered.abs_diff(members * s.acked) <= members * sessions,
+                "{line}"
+            );
+            assert!(s.p50_ms > 0.0 && s.p50_ms <= s.p99_ms, "{line}");
+            if s.target.is_peer() {
+                // The peers' frames are copanel's size, so the ratio compares like with like.
+                assert_eq!(s.mean_event_bytes, copanel_frame, "{line}");
+            }
+        }
+    }
+
+    /// Socket.IO closes a socket that does not answer its pings: with a ping every 200 ms,
+    /// a run of the tool loses no connection only if it answers every one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn socketio_heartbeats_are_answered() {
+        let Some(script) = socketio() else { return };
+        let addr = free_addr().expect("a free port");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cmd = Command::new("node");
+        cmd.arg(&script)
+            .args(["--listen", &addr.to_string(), "--ping-interval", "200"]);
+        let url = format!("ws://{addr}");
+        let _server = Spawned::start(cmd, dir, addr, url.clone(), None, "socketio")
+            .await
+            .expect("the Socket.IO peer starts");
+        let args = Args::try_parse_from([
+            "load",
+            "--target",
+            "socketio",
+            "--url",
+            &url,
+            "--sessions",
+            "2",
+            "--members",
+            "2",
+            "--rates",
+            "10,10",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1",
+        ])
+        .expect("valid arguments");
+        // Two runs of 3.5 s or more (the drain included): dozens of pings per connection.
+        let results = run(args).await.expect("the runs");
+        assert_eq!(results.len(), 2);
+        for s in &results {
+            let line = s.line();
+            assert_eq!(s.errors, 0, "{line}");
+            assert_eq!(s.connections, 4, "{line}");
+            assert!(s.delivered > 0, "{line}");
+        }
+    }
+
+    #[test]
+    fn socketio_frames_carry_time_and_id_at_the_asked_size() {
+        let Message::Text(f) = sio_frame(1_234_567, 42, 213) else {
+            panic!("a text frame");
+        };
+        assert_eq!(f.len(), 213);
+        assert_eq!(sio_event(f.as_str()), Some((1_234_567, 42)));
+        // Smaller than its header: the header whole, no padding.
+        let Message::Text(short) = sio_frame(7, 8, 4) else {
+            panic!("a text frame");
+        };
+        assert_eq!(short.as_str(), "42[\"m\",\"t7 8 \"]");
+        assert_eq!(sio_event(short.as_str()), Some((7, 8)));
+        for other in [
+            "2",
+            "40{\"sid\":\"x\"}",
+            "42[\"m\",\"tx 1 \"]",
+            "42[\"other\",\"t1 2 \"]",
+        ] {
+            assert_eq!(sio_event(other), None, "{other}");
+        }
+        assert!(sio_ping(&Message::text("2")));
+        assert!(!sio_ping(&Message::text("3")));
+    }
 }
