@@ -1,6 +1,6 @@
 //! Draws `docs/latency-vs-rate.svg` for BENCHMARKS.md from the CSV that `examples/load.rs
 //! --csv` writes: p99 command-to-delivery latency (log scale) against delivered events/s, one
-//! line per target (copanel, bare), one point per offered rate (the median of its runs), joined
+//! line per target (copanel, bare, socketio), one point per offered rate (the median of its runs), joined
 //! in the order of the offered rates.
 //!
 //! ```text
