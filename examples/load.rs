@@ -863,6 +863,7 @@ impl Fleet {
         }
         let window = args.duration;
         let (cpu_busy, steal) = cpu.await.ok().flatten().unzip();
+        let (latency, ack_latency) = (histogram(&stats.latency), histogram(&stats.ack_latency));
         Summary {
             target: self.target,
             durability: self.durability.clone(),
@@ -873,10 +874,10 @@ impl Fleet {
             sent: stats.sent,
             acked: stats.acked,
             delivered: stats.delivered,
-            p50_ms: stats.latency.value_at_quantile(0.50) as f64 / 1000.0,
-            p99_ms: stats.latency.value_at_quantile(0.99) as f64 / 1000.0,
-            p999_ms: stats.latency.value_at_quantile(0.999) as f64 / 1000.0,
-            ack_p99_ms: stats.ack_latency.value_at_quantile(0.99) as f64 / 1000.0,
+            p50_ms: latency.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
+            p999_ms: latency.value_at_quantile(0.999) as f64 / 1000.0,
+            ack_p99_ms: ack_latency.value_at_quantile(0.99) as f64 / 1000.0,
             errors: stats.errors.values().sum(),
             stale: stats.stale,
             mean_event_bytes: stats
@@ -1129,8 +1130,12 @@ struct Stats {
     sent: u64,
     acked: u64,
     delivered: u64,
-    latency: Histogram<u64>,
-    ack_latency: Histogram<u64>,
+    /// Command-to-delivery latencies, µs, in arrival order; one histogram is made of a whole
+    /// run's (see [`histogram`]). A histogram per connection task would be 139 KiB of counters
+    /// each, 1.7 GB allocated, zeroed and merged per run at 5000 connections, in the warm-up.
+    latency: Vec<u32>,
+    /// Command-to-ack latencies, µs.
+    ack_latency: Vec<u32>,
     errors: BTreeMap<String, u64>,
     event_bytes: u64,
     events_seen: u64,
@@ -1140,13 +1145,12 @@ struct Stats {
 
 impl Stats {
     fn new() -> Stats {
-        let h = || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static bounds");
         Stats {
             sent: 0,
             acked: 0,
             delivered: 0,
-            latency: h(),
-            ack_latency: h(),
+            latency: Vec::new(),
+            ack_latency: Vec::new(),
             errors: BTreeMap::new(),
             event_bytes: 0,
             events_seen: 0,
@@ -1158,8 +1162,8 @@ impl Stats {
         self.sent += o.sent;
         self.acked += o.acked;
         self.delivered += o.delivered;
-        let _ = self.latency.add(&o.latency);
-        let _ = self.ack_latency.add(&o.ack_latency);
+        self.latency.extend_from_slice(&o.latency);
+        self.ack_latency.extend_from_slice(&o.ack_latency);
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
@@ -1186,8 +1190,7 @@ impl Stats {
         }
         if Stats::in_window(plan, now) {
             self.delivered += 1;
-            self.latency
-                .saturating_record(now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US));
+            self.latency.push(clamp_us(now.saturating_sub(sent_us)));
         }
     }
 
@@ -1195,10 +1198,23 @@ impl Stats {
         let now = now_us();
         if Stats::in_window(plan, now) {
             self.acked += 1;
-            self.ack_latency
-                .saturating_record(now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US));
+            self.ack_latency.push(clamp_us(now.saturating_sub(sent_us)));
         }
     }
+}
+
+/// A latency for the histogram: at least 1 µs, at most `MAX_LATENCY_US`.
+fn clamp_us(us: u64) -> u32 {
+    u32::try_from(us.clamp(1, MAX_LATENCY_US)).unwrap_or(u32::MAX)
+}
+
+/// The HDR histogram (3 significant digits) of a run's latencies.
+fn histogram(samples: &[u32]) -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static bounds");
+    for &us in samples {
+        h.saturating_record(u64::from(us));
+    }
+    h
 }
 
 /// One room for one run: the owner sends on its pace until the window ends while every member
