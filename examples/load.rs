@@ -38,8 +38,11 @@
 //! `cpu_busy` and `steal` are the whole machine's, in percent of all its CPUs, over the window
 //! (from `/proc/stat`; `?` where there is none): busy is everything but idle and IO wait, and
 //! steal is time the hypervisor gave this VM's CPUs to someone else. On a VM a run with much
-//! steal measured the host, not the server (BENCHMARKS.md, sixth pass: the first run of a fresh
-//! process often had more than the runs after it).
+//! steal measured the host, not the server (BENCHMARKS.md, sixth pass).
+//!
+//! Latencies are kept as samples per connection task and put in one histogram per run: a
+//! histogram per task was 1.7 GB of counters per run at 5000 connections, which made the first
+//! run of every tool process too slow to keep its pace (BENCHMARKS.md, seventh pass).
 //!
 //! `--target bare` drives `examples/bare.rs` instead: the same rooms and members; the owner's
 //! message (a binary frame of the same size as copanel's event frames, measured in the copanel

@@ -45,7 +45,9 @@ run() { # label bin rate
 echo "== A=$A B=$B rates=$RATES repeats=$REPEATS load=$(cut -d' ' -f1-3 /proc/loadavg)"
 IFS=, read -ra rates <<<"$RATES"
 # The first run after a pause is slower for any binary (caches, page cache, CPU clocks): one run
-# of A is thrown away first, so that neither side's first round pays it.
+# of A is thrown away first, so that neither side's first round pays it. (Before the seventh
+# pass the load tool itself stalled in every fresh process's first run, so every run here paid
+# that too; BENCHMARKS.md.)
 "$LOAD" --spawn "$A" --durability "$DURABILITY" --sessions "$SESSIONS" --members "$MEMBERS" \
   --rates "${rates[0]}" --warmup 1 --duration 2 >/dev/null 2>&1 || true
 for ((i = 0; i < REPEATS; i++)); do

@@ -6,7 +6,7 @@
 #   PERF=out.data scripts/threads.sh target/profiling/copanel 3000   # also `perf record` the sample
 #
 # Runs `examples/load` (1000 sessions x 5 = 5000 connections, `sync`) at RATE commands/s twice in
-# one process: the first run is thrown away (the first run of a process is slower), the second
+# one process: the first run is thrown away (a fresh server's first run is slower), the second
 # is sampled. During SAMPLE seconds of its window it reads, from /proc, each thread's CPU time
 # (user and system), its time spent runnable but waiting for a CPU (schedstat) and its context
 # switches, for the server and the load tool, and copanel's batches and events from /healthz.
