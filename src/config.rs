@@ -66,6 +66,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Store a stream's state every this many events (`0`: never); see [`crate::snapshot`].
     pub snapshot_every: Option<u64>,
+    /// Whether the process may use transparent huge pages (default `false`: disabled for it).
+    pub transparent_huge_pages: Option<bool>,
     /// Limits.
     #[serde(default)]
     pub limits: FileLimits,
@@ -136,6 +138,8 @@ pub struct Overrides {
     pub secret: Option<String>,
     /// `--log-format` / `COPANEL_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `--transparent-huge-pages` / `COPANEL_TRANSPARENT_HUGE_PAGES`.
+    pub transparent_huge_pages: Option<bool>,
 }
 
 /// The merged result: the server's configuration and how to log.
@@ -145,6 +149,11 @@ pub struct Settings {
     pub server: Config,
     /// The log format.
     pub log_format: LogFormat,
+    /// Whether the process may use transparent huge pages. `false` (the default): `serve`
+    /// disables them for itself at start, because one huge-page fault zeroes 2 MiB while the
+    /// faulting thread waits — on a VM measured at 10–25 ms in the writer, the p99 of a whole
+    /// load run (BENCHMARKS.md, seventh pass). `true` leaves the system's policy.
+    pub transparent_huge_pages: bool,
 }
 
 /// Why the configuration was refused.
@@ -220,6 +229,10 @@ pub fn merge(over: Overrides, file: FileConfig) -> Result<Settings, ConfigError>
     Ok(Settings {
         server,
         log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+        transparent_huge_pages: over
+            .transparent_huge_pages
+            .or(file.transparent_huge_pages)
+            .unwrap_or(false),
     })
 }
 

@@ -132,6 +132,10 @@ struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum, env = "COPANEL_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Let the process use transparent huge pages (`true`), or disable them for it (`false`):
+    /// a huge-page fault stalls its thread while 2 MiB are zeroed [default: false].
+    #[arg(long, env = "COPANEL_TRANSPARENT_HUGE_PAGES")]
+    transparent_huge_pages: Option<bool>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -325,6 +329,7 @@ fn import(args: ImportArgs) -> ExitCode {
 
 fn demo(args: DemoArgs) -> ExitCode {
     init_logs(LogFormat::Text);
+    huge_pages(false);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -338,6 +343,28 @@ fn demo(args: DemoArgs) -> ExitCode {
             eprintln!("copanel: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Applies the `transparent_huge_pages` setting to this process, before the runtime and the
+/// store allocate. Disabling (`allowed == false`) is `prctl(PR_SET_THP_DISABLE)`, inherited
+/// by every thread and honoured even where the allocator asked for huge pages
+/// (`madvise(MADV_HUGEPAGE)`, which mimalloc does for its arenas). Linux only; elsewhere there
+/// are no transparent huge pages to disable.
+fn huge_pages(allowed: bool) {
+    if allowed {
+        tracing::info!("transparent huge pages: the system's policy applies");
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    match rustix::thread::disable_transparent_huge_pages(true) {
+        Ok(()) => tracing::info!(
+            "transparent huge pages disabled for this process (set transparent_huge_pages = true to keep the system's policy)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot disable transparent huge pages: a huge-page fault may stall a thread for milliseconds"
+        ),
     }
 }
 
@@ -377,6 +404,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         durability: args.durability,
         secret: args.secret,
         log_format: args.log_format,
+        transparent_huge_pages: args.transparent_huge_pages,
     };
     // Before the logs exist (the file may choose their format): errors go to stderr.
     let settings = match config::load(over, args.config.as_deref()) {
@@ -387,6 +415,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logs(settings.log_format);
+    huge_pages(settings.transparent_huge_pages);
     let config = settings.server;
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;

@@ -162,3 +162,62 @@ fn scrape(body: &str) -> (f64, f64) {
     }
     (acked.expect("acked"), count.expect("count"))
 }
+
+/// `serve` disables transparent huge pages for itself unless told not to (a huge-page fault
+/// stalls the faulting thread for milliseconds: BENCHMARKS.md, seventh pass). Read back from
+/// the kernel: `THP_enabled` in `/proc/PID/status` is 0 once `PR_SET_THP_DISABLE` is set.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_disables_transparent_huge_pages_unless_told_not_to() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("thp.toml");
+    std::fs::write(&cfg, "transparent_huge_pages = true\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "0"),
+        (&["--transparent-huge-pages", "false"], "0"),
+        (&["--transparent-huge-pages", "true"], "1"),
+        (&["--config", cfg.to_str().unwrap()], "1"),
+    ];
+    for (i, (extra, want)) in cases.into_iter().enumerate() {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--secret",
+                "s3cret-s3cret-s3cret",
+            ])
+            .arg("--data")
+            .arg(dir.path().join(format!("data-{i}")))
+            .args(extra)
+            .env_remove("COPANEL_TRANSPARENT_HUGE_PAGES")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Once it prints its address, it has long applied the setting.
+        let mut stdout =
+            tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
+            .await
+            .expect("server did not start")
+            .expect("stdout readable")
+            .expect("a line on stdout");
+        let pid = child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        child.kill().await.unwrap();
+        let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+            eprintln!(
+                "SKIPPED: this kernel's /proc/PID/status has no THP_enabled line (before 5.0)"
+            );
+            return;
+        };
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some(want),
+            "serve {extra:?}: {line}"
+        );
+    }
+}
