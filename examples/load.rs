@@ -117,10 +117,11 @@ const DEFAULT_BARE_BYTES: usize = 200;
 #[derive(Parser, Clone)]
 #[command(
     name = "load",
-    about = "Fan-out load: delivered events/s and command-to-delivery latency, copanel vs a bare baseline"
+    about = "Fan-out load: delivered events/s and command-to-delivery latency, copanel vs a bare baseline and a Socket.IO server"
 )]
 struct Args {
-    /// Which server to drive (ignored with --compare, which runs both).
+    /// Which server to drive (ignored with --compare, which runs copanel, bare and, with
+    /// --socketio, the Socket.IO peer).
     #[arg(long, value_enum, default_value = "copanel")]
     target: Target,
     /// WebSocket URL of a running copanel server (`ws://H:P/ws`), or bare or Socket.IO server
@@ -522,7 +523,12 @@ impl Spawned {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let addr = free_addr()?;
         let mut cmd = Command::new(node);
-        cmd.arg(script).arg("--listen").arg(addr.to_string());
+        // Socket.IO's ping every 25 s, but 90 s for the pong instead of 20: between runs (and
+        // while other rooms drain, up to `DRAIN_MAX`) a socket is not read.
+        cmd.arg(script)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(["--ping-timeout", "90000"]);
         let url = format!("ws://{addr}");
         Spawned::start(cmd, dir, addr, url, None, "socketio").await
     }
@@ -851,7 +857,7 @@ impl Fleet {
         for task in tasks {
             match task.await {
                 Ok((room, s)) => {
-                    stats.merge(&s);
+                    stats.merge(s);
                     self.rooms.push(room);
                 }
                 Err(e) => {
@@ -939,7 +945,7 @@ async fn sio_join(ws: &mut Ws) -> Result<(), String> {
     }
 }
 
-/// The next text frame, by `deadline`.
+/// The next text frame but a heartbeat ping (answered), by `deadline`.
 async fn sio_text(
     ws: &mut Ws,
     deadline: tokio::time::Instant,
@@ -948,6 +954,10 @@ async fn sio_text(
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return Err(format!("no Socket.IO {what} within {CONNECT_TIMEOUT:?}")),
+            Ok(Some(Ok(msg))) if sio_ping(&msg) => ws
+                .send(Message::text("3"))
+                .await
+                .map_err(|e| format!("Socket.IO pong: {e}"))?,
             Ok(Some(Ok(Message::Text(t)))) => return Ok(t.as_str().to_owned()),
             Ok(Some(Ok(_))) => continue,
             Ok(_) => return Err(format!("connection closed before the Socket.IO {what}")),
@@ -1161,12 +1171,13 @@ impl Stats {
         }
     }
 
-    fn merge(&mut self, o: &Stats) {
+    /// Takes `o`'s counts and samples (moved, not copied).
+    fn merge(&mut self, mut o: Stats) {
         self.sent += o.sent;
         self.acked += o.acked;
         self.delivered += o.delivered;
-        self.latency.extend_from_slice(&o.latency);
-        self.ack_latency.extend_from_slice(&o.ack_latency);
+        self.latency.append(&mut o.latency);
+        self.ack_latency.append(&mut o.ack_latency);
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
@@ -1241,7 +1252,7 @@ async fn drive_room(mut room: Room, plan: Plan) -> (Room, Stats) {
     let (owner, notes, owner_stats) =
         drive_owner(owner, &room.stream, room.notes, &plan, stop_sending, end).await;
     room.notes = notes;
-    stats.merge(&owner_stats);
+    stats.merge(owner_stats);
     let mut members = Vec::new();
     if let Some(ws) = owner {
         members.push(ws);
@@ -1251,11 +1262,11 @@ async fn drive_room(mut room: Room, plan: Plan) -> (Room, Stats) {
     for r in readers {
         match r.await {
             Ok((Some(ws), s)) => {
-                stats.merge(&s);
+                stats.merge(s);
                 members.push(ws);
             }
             Ok((None, s)) => {
-                stats.merge(&s);
+                stats.merge(s);
                 stats.error("member_connection_lost");
             }
             Err(_) => stats.error("member_task"),
@@ -1663,8 +1674,9 @@ mod tests {
         }
     }
 
-    /// Socket.IO closes a socket that does not answer its pings: with a ping every 200 ms,
-    /// a run of the tool loses no connection only if it answers every one.
+    /// Socket.IO closes a socket that does not answer its pings: with a ping every 200 ms and
+    /// 2 s for each answer, a run of the tool loses no connection only if it answers them. And
+    /// a connection without a room is refused at the handshake, which the tool reports.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn socketio_heartbeats_are_answered() {
         let Some(script) = socketio() else { return };
@@ -1672,7 +1684,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut cmd = Command::new("node");
         cmd.arg(&script)
-            .args(["--listen", &addr.to_string(), "--ping-interval", "200"]);
+            .args(["--listen", &addr.to_string()])
+            .args(["--ping-interval", "200", "--ping-timeout", "2000"]);
         let url = format!("ws://{addr}");
         let _server = Spawned::start(cmd, dir, addr, url.clone(), None, "socketio")
             .await
@@ -1695,6 +1708,14 @@ mod tests {
             "1",
         ])
         .expect("valid arguments");
+        let mut roomless = connect(&format!("{url}/socket.io/?EIO=4&transport=websocket"), None)
+            .await
+            .expect("the WebSocket opens");
+        let refused = sio_join(&mut roomless).await.expect_err("no room, no join");
+        assert!(
+            refused.contains("refused") && refused.contains("room"),
+            "{refused}"
+        );
         // Two runs of 3.5 s or more (the drain included): dozens of pings per connection.
         let results = run(args).await.expect("the runs");
         assert_eq!(results.len(), 2);

@@ -2,7 +2,7 @@
 // deploy for a live panel, run the way its documentation shows, in one Node process.
 //
 //   cd examples/socketio && npm ci && node server.js --listen 127.0.0.1:7900
-//   node server.js --listen 127.0.0.1:7900 --ping-interval 200   # heartbeat every 200 ms (tests)
+//   node server.js --listen 127.0.0.1:7900 --ping-interval 200 --ping-timeout 2000   # (tests)
 //
 // A client connects over the WebSocket transport only
 // (`ws://ADDR/socket.io/?EIO=4&transport=websocket&room=<room>`), joins the default namespace,
@@ -11,8 +11,10 @@
 // tool's "ack"): `io.to(room).emit("m", payload)`, which Socket.IO encodes once per broadcast.
 // No log, no disk, no auth — like examples/bare.rs, but with Socket.IO's protocol, rooms and
 // heartbeats (by default a ping every 25 s, which the load tool answers; a socket that does not
-// answer within 20 s is closed). Rooms go when their last socket leaves, as Socket.IO does by
-// default.
+// answer within 20 s is closed — the load tool starts it with a longer `--ping-timeout`, because
+// between its runs a socket may sit unread for up to a minute). A connection without a valid
+// `room` is refused at the handshake. Rooms go when their last socket leaves, as Socket.IO
+// does by default.
 "use strict";
 
 const http = require("node:http");
@@ -20,17 +22,25 @@ const { Server } = require("socket.io");
 
 function usage(why) {
   console.error(
-    `socketio: ${why}\nusage: node server.js [--listen HOST:PORT] [--ping-interval MS]` +
-      "   (defaults 127.0.0.1:7900 and Socket.IO's 25000)",
+    `socketio: ${why}\n` +
+      "usage: node server.js [--listen HOST:PORT] [--ping-interval MS] [--ping-timeout MS]\n" +
+      "       (defaults 127.0.0.1:7900, and Socket.IO's 25000 and 20000)",
   );
   process.exit(2);
 }
 
 let host = "127.0.0.1";
 let port = 7900;
-// Socket.IO's defaults; a shorter interval also shortens the wait for the answer to it.
+// Socket.IO's defaults.
 let pingInterval = 25_000;
 let pingTimeout = 20_000;
+const millis = (flag, value) => {
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 10 || ms > 3_600_000) {
+    usage(`${flag} ${JSON.stringify(value)}: expected milliseconds, 10 to 3600000`);
+  }
+  return ms;
+};
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [flag, value] = [argv[i], argv[i + 1]];
@@ -44,12 +54,9 @@ for (let i = 0; i < argv.length; i += 2) {
     host = m[1];
     port = Number(m[2]);
   } else if (flag === "--ping-interval") {
-    const ms = Number(value);
-    if (!Number.isInteger(ms) || ms < 10 || ms > 3_600_000) {
-      usage(`--ping-interval ${JSON.stringify(value)}: expected milliseconds, 10 to 3600000`);
-    }
-    pingInterval = ms;
-    pingTimeout = Math.min(pingTimeout, ms);
+    pingInterval = millis(flag, value);
+  } else if (flag === "--ping-timeout") {
+    pingTimeout = millis(flag, value);
   } else {
     usage(`unexpected argument ${JSON.stringify(flag)}`);
   }
@@ -69,12 +76,18 @@ const io = new Server(httpServer, {
   connectTimeout: 45_000,
 });
 
-io.on("connection", (socket) => {
+// Refused before the namespace's CONNECT answer, so the client gets a CONNECT_ERROR (`44…`).
+io.use((socket, next) => {
   const room = socket.handshake.query.room;
   if (typeof room !== "string" || room.length === 0 || room.length > 200) {
-    socket.disconnect(true);
-    return;
+    next(new Error("the room query parameter must be 1 to 200 characters"));
+  } else {
+    next();
   }
+});
+
+io.on("connection", (socket) => {
+  const room = socket.handshake.query.room;
   socket.join(room);
   socket.on("m", (payload) => {
     if (typeof payload === "string" && payload.length <= 65_536) {
