@@ -347,25 +347,31 @@ fn demo(args: DemoArgs) -> ExitCode {
 }
 
 /// Applies the `transparent_huge_pages` setting to this process, before the runtime and the
-/// store allocate. Disabling (`allowed == false`) is `prctl(PR_SET_THP_DISABLE)`, inherited
-/// by every thread and honoured even where the allocator asked for huge pages
-/// (`madvise(MADV_HUGEPAGE)`, which mimalloc does for its arenas). Linux only; elsewhere there
-/// are no transparent huge pages to disable.
+/// store allocate: `prctl(PR_SET_THP_DISABLE)` set (`allowed == false`) or cleared (`true`,
+/// also undoing a flag inherited from a parent). Set, it holds for every thread and even where
+/// the allocator asked for huge pages (`madvise(MADV_HUGEPAGE)`, as mimalloc does for its
+/// arenas). Linux only; elsewhere there are no transparent huge pages to disable.
 fn huge_pages(allowed: bool) {
-    if allowed {
-        tracing::info!("transparent huge pages: the system's policy applies");
-        return;
-    }
     #[cfg(target_os = "linux")]
-    match rustix::thread::disable_transparent_huge_pages(true) {
-        Ok(()) => tracing::info!(
+    match (
+        rustix::thread::disable_transparent_huge_pages(!allowed),
+        allowed,
+    ) {
+        (Ok(()), false) => tracing::info!(
             "transparent huge pages disabled for this process (set transparent_huge_pages = true to keep the system's policy)"
         ),
-        Err(e) => tracing::warn!(
+        (Ok(()), true) => tracing::info!("transparent huge pages: the system's policy applies"),
+        (Err(e), false) => tracing::warn!(
             error = %e,
             "cannot disable transparent huge pages: a huge-page fault may stall a thread for milliseconds"
         ),
+        (Err(e), true) => tracing::warn!(
+            error = %e,
+            "cannot clear the process's THP-disable flag; the system's policy may not apply"
+        ),
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = allowed;
 }
 
 /// The multi-thread runtime of `serve` and `demo`; `None` (said on stderr) if it cannot start.
