@@ -1278,23 +1278,8 @@ async fn drive_room(mut room: Room, plan: Plan) -> (Room, Stats) {
 
 /// Reads one frame's worth of measurement into `stats`; `Some(id)` for the owner's acks.
 fn observe(plan: &Plan, stats: &mut Stats, msg: &Message, sent: &mut HashMap<u64, u64>) {
-    if let (Target::Socketio, Message::Text(f)) = (plan.target, msg) {
-        let f = f.as_str();
-        if let Some((t, id)) = sio_event(f) {
-            stats.delivered_at(plan, t, f.len());
-            // The owner's own message back is its "ack".
-            if sent.remove(&id).is_some() {
-                stats.acked_at(plan, t);
-            }
-        } else if f.starts_with("42") {
-            stats.error("undecodable_frame");
-        }
-        return;
-    }
-    let Message::Binary(b) = msg else { return };
-    match plan.target {
-        Target::Socketio => {}
-        Target::Copanel => {
+    match (plan.target, msg) {
+        (Target::Copanel, Message::Binary(b)) => {
             let Ok(f) = rmp_serde::from_slice::<InFrame>(b) else {
                 stats.error("undecodable_frame");
                 return;
@@ -1324,21 +1309,41 @@ fn observe(plan: &Plan, stats: &mut Stats, msg: &Message, sent: &mut HashMap<u64
                 _ => {}
             }
         }
-        Target::Bare => {
-            if b.len() < 16 {
-                return;
-            }
-            let mut t = [0u8; 8];
-            let mut id = [0u8; 8];
-            t.copy_from_slice(&b[..8]);
-            id.copy_from_slice(&b[8..16]);
-            let t = u64::from_le_bytes(t);
-            stats.delivered_at(plan, t, b.len());
-            // The owner's own message back is its "ack".
-            if sent.remove(&u64::from_le_bytes(id)).is_some() {
-                stats.acked_at(plan, t);
+        (Target::Bare, Message::Binary(b)) => {
+            let word = |at: usize| {
+                b.get(at..at + 8)
+                    .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                    .map(u64::from_le_bytes)
+            };
+            if let (Some(t), Some(id)) = (word(0), word(8)) {
+                echoed(plan, stats, sent, t, id, b.len());
             }
         }
+        (Target::Socketio, Message::Text(f)) => {
+            let f = f.as_str();
+            if let Some((t, id)) = sio_event(f) {
+                echoed(plan, stats, sent, t, id, f.len());
+            } else if f.starts_with("42") {
+                stats.error("undecodable_frame");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A peer's broadcast (bare, Socket.IO) of a message sent at `t` with `id`: a delivery, and
+/// for the owner, whose own message comes back, its "ack".
+fn echoed(
+    plan: &Plan,
+    stats: &mut Stats,
+    sent: &mut HashMap<u64, u64>,
+    t: u64,
+    id: u64,
+    bytes: usize,
+) {
+    stats.delivered_at(plan, t, bytes);
+    if sent.remove(&id).is_some() {
+        stats.acked_at(plan, t);
     }
 }
 
