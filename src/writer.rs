@@ -391,55 +391,69 @@ pub fn spawn_tuned(
     (WriterHandle { tx, health }, task)
 }
 
-/// Runs the writer on a thread of its own, named `copanel-writer` (so `top -H`, `perf` and
-/// `scripts/threads.sh` tell it from the connection workers), with a current-thread runtime,
-/// so its appends, flushes and publishes do not queue behind the connection tasks on the shared
-/// worker threads: under fan-out load (5000 connections) the writer, as one task among them,
-/// spent ≈ 200 µs per command instead of ≈ 40 µs, and acks had a 10–50 ms tail (see
-/// BENCHMARKS.md). Channels, `oneshot` replies and the hub's wake-ups work across runtimes;
-/// `spawn_blocking` inside the writer (redaction, recovery) uses its own runtime's pool. The
-/// returned handle completes once the writer's last flush is done. If the runtime or the
-/// thread cannot be made, the writer runs as an ordinary task.
+/// Runs the writer on a thread of its own (from the blocking pool of the caller's runtime) with
+/// a current-thread runtime, so its appends, flushes and publishes do not queue behind the
+/// connection tasks on the shared worker threads: under fan-out load (5000 connections) the
+/// writer, as one task among them, spent ≈ 200 µs per command instead of ≈ 40 µs, and acks had
+/// a 10–50 ms tail (see BENCHMARKS.md). Channels, `oneshot` replies and the hub's wake-ups work
+/// across runtimes; `spawn_blocking` inside the writer (redaction, recovery) uses its own
+/// runtime's pool. The returned handle completes once the writer's last flush is done (a panic
+/// in the writer is its `JoinError`), and the caller's runtime waits for the thread when it
+/// shuts down. On Linux the thread is named `copanel-writer` while the writer runs, so `top -H`,
+/// `perf` and `scripts/threads.sh` tell it from the connection workers. If the runtime cannot
+/// be built, the writer runs as an ordinary task.
 fn run_on_own_thread(mut writer: Writer, rx: mpsc::Receiver<Msg>) -> tokio::task::JoinHandle<()> {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("copanel-writer-pool")
+        .thread_name("copanel-wpool")
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => {
+            writer.own_thread = true;
+            tokio::task::spawn_blocking(move || {
+                let _name = ThreadName::set(c"copanel-writer");
+                rt.block_on(writer.run(rx))
+            })
+        }
         Err(e) => {
             tracing::warn!(error = %e, "writer runtime not built; the writer shares the server's");
-            return tokio::spawn(writer.run(rx));
+            tokio::spawn(writer.run(rx))
         }
-    };
-    writer.own_thread = true;
-    // The thread takes the writer from this slot; if it cannot be spawned, the slot still
-    // holds it and it runs as a task instead.
-    let slot = Arc::new(parking_lot::Mutex::new(Some((writer, rx))));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let taken = slot.clone();
-    let spawned = std::thread::Builder::new()
-        .name("copanel-writer".into())
-        .spawn(move || {
-            let parts = taken.lock().take();
-            if let Some((writer, rx)) = parts {
-                rt.block_on(writer.run(rx));
+    }
+}
+
+/// The name of the current thread as the kernel shows it (`/proc/self/task/*/comm`), set for as
+/// long as this guard lives and then given back: the writer borrows a thread of tokio's blocking
+/// pool, which may run other work after it. Only on Linux, and best effort: a failure to read or
+/// set the name leaves it as it was.
+struct ThreadName {
+    #[cfg(target_os = "linux")]
+    old: Option<std::ffi::CString>,
+}
+
+impl ThreadName {
+    fn set(name: &std::ffi::CStr) -> ThreadName {
+        #[cfg(target_os = "linux")]
+        {
+            let old = rustix::thread::name().ok();
+            if rustix::thread::set_name(name).is_err() {
+                return ThreadName { old: None };
             }
-            let _ = done_tx.send(());
-        });
-    match spawned {
-        Ok(_) => tokio::spawn(async move {
-            let _ = done_rx.await;
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "writer thread not spawned; the writer shares the server's runtime");
-            match slot.lock().take() {
-                Some((mut writer, rx)) => {
-                    writer.own_thread = false;
-                    tokio::spawn(writer.run(rx))
-                }
-                None => tokio::spawn(async {}),
-            }
+            ThreadName { old }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = name;
+            ThreadName {}
+        }
+    }
+}
+
+impl Drop for ThreadName {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(old) = self.old.take() {
+            let _ = rustix::thread::set_name(&old);
         }
     }
 }

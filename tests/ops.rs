@@ -225,3 +225,53 @@ async fn serve_disables_transparent_huge_pages_unless_told_not_to() {
         );
     }
 }
+
+/// The writer runs on a thread the kernel knows as `copanel-writer`, apart from the connection
+/// workers (`tokio-rt-worker`): `scripts/threads.sh`, `scripts/flamegraph.sh` and
+/// `examples/stacks` find it by that name. Read back from `/proc/PID/task/*/comm`.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_names_the_writer_thread() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "s3cret-s3cret-s3cret",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Once it prints its address, the writer has started (the store opens before it listens).
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
+        .await
+        .expect("server did not start")
+        .expect("stdout readable")
+        .expect("a line on stdout");
+    let pid = child.id().expect("running");
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            names.push(name.trim_end().to_owned());
+        }
+    }
+    child.kill().await.unwrap();
+    assert_eq!(
+        names.iter().filter(|n| *n == "copanel-writer").count(),
+        1,
+        "threads: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "tokio-rt-worker"),
+        "threads: {names:?}"
+    );
+}
