@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 
 /// A part of the work: the samples of threads named `thread…` (any thread if `None`) whose
 /// stack has a frame containing one of `frames` (any stack if empty); a pattern that begins
-/// with `^` matches the start of a frame's name instead.
+/// with `^` matches the start of a frame's name instead, one that begins with `=` the whole
+/// name.
 struct Part {
     label: &'static str,
     thread: Option<&'static str>,
@@ -121,9 +122,9 @@ const PARTS: &[Part] = &[
         &["sys_sendto"],
     ),
     part(
-        "  socket reads (recvfrom, read)",
+        "  socket reads (recvfrom)",
         Some("tokio-rt-worker"),
-        &["sys_recvfrom", "sys_read"],
+        &["=__x64_sys_recvfrom"],
     ),
     part(
         "  command frames (decode, checks, hand-off)",
@@ -151,9 +152,12 @@ const PARTS: &[Part] = &[
 ];
 
 fn matches(frame: &str, pattern: &str) -> bool {
-    match pattern.strip_prefix('^') {
-        Some(start) => frame.starts_with(start),
-        None => frame.contains(pattern),
+    if let Some(start) = pattern.strip_prefix('^') {
+        frame.starts_with(start)
+    } else if let Some(whole) = pattern.strip_prefix('=') {
+        frame == whole
+    } else {
+        frame.contains(pattern)
     }
 }
 
@@ -322,10 +326,12 @@ sled-io-5;clone3;sled::threadpool 2
     }
 
     #[test]
-    fn a_caret_pattern_matches_only_the_start_of_a_frame() {
+    fn caret_and_equals_patterns_match_the_start_and_the_whole_frame() {
         assert!(matches("mi_free", "^mi_"));
         assert!(!matches("semi_mi_free", "^mi_"));
         assert!(matches("semi_mi_free", "mi_"));
+        assert!(matches("__x64_sys_read", "=__x64_sys_read"));
+        assert!(!matches("__x64_sys_readv", "=__x64_sys_read"));
     }
 
     #[test]

@@ -18,7 +18,8 @@
 #
 # Needs Linux `perf` (with permission to record: root or kernel.perf_event_paranoid <= 1) and
 # inferno's two tools, which it installs into ~/.cargo/bin on first use (`cargo install --locked
-# inferno`; inferno is CDDL-1.0, a tool run beside the build, not a dependency of copanel).
+# inferno --version 0.12.8`; inferno is CDDL-1.0, a tool run beside the build, not a dependency
+# of copanel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,11 +33,17 @@ if [ $# -ne 2 ]; then
   exit 2
 fi
 RATE=$1
-OUT=$2
+# Relative to where it was run from, not to the repository root this script works in.
+OUT=$(realpath -m "$2")
 command -v perf >/dev/null || { echo "flamegraph: needs Linux perf on the PATH" >&2; exit 2; }
-if ! command -v inferno-flamegraph >/dev/null || ! command -v inferno-collapse-perf >/dev/null; then
-  echo "flamegraph: installing inferno (cargo install --locked inferno)" >&2
-  cargo install --locked inferno
+have_inferno() { command -v inferno-flamegraph >/dev/null && command -v inferno-collapse-perf >/dev/null; }
+if ! have_inferno; then
+  echo "flamegraph: installing inferno 0.12.8 (cargo install --locked inferno --version 0.12.8)" >&2
+  cargo install --locked inferno --version 0.12.8
+  have_inferno || {
+    echo "flamegraph: inferno is installed but not on the PATH; add cargo's bin directory (~/.cargo/bin)" >&2
+    exit 2
+  }
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --example load --example stacks
@@ -53,11 +60,13 @@ else
 fi
 
 DATA=$(mktemp)
-trap 'rm -f "$DATA"' EXIT
+ERR=$(mktemp)
+trap 'rm -f "$DATA" "$ERR"' EXIT
 PERF="$DATA" PERF_FREQ="${PERF_FREQ:-999}" scripts/threads.sh "${ARGS[@]}" "$RATE" | tee "$OUT.txt"
 [ -s "$DATA" ] || { echo "flamegraph: perf recorded nothing" >&2; exit 1; }
 # `perf script` resolves the DWARF call graphs, inlined frames included: tens of seconds.
-perf script -i "$DATA" 2>/dev/null | inferno-collapse-perf >"$OUT.folded"
+perf script -i "$DATA" 2>"$ERR" | inferno-collapse-perf >"$OUT.folded" ||
+  { echo "flamegraph: perf script or inferno-collapse-perf failed:" >&2; cat "$ERR" >&2; exit 1; }
 inferno-flamegraph --title "$TITLE" --subtitle "$(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); perf cpu-clock at ${PERF_FREQ:-999} Hz" \
   --hash --colors rust --minwidth "${MINWIDTH:-0.5}" "$OUT.folded" >"$OUT.svg"
 echo
