@@ -21,6 +21,7 @@
 # inferno --version 0.12.8`; inferno is CDDL-1.0, a tool run beside the build, not a dependency
 # of copanel).
 set -euo pipefail
+CALLER=$PWD
 cd "$(dirname "$0")/.."
 
 KIND=copanel
@@ -34,7 +35,7 @@ if [ $# -ne 2 ]; then
 fi
 RATE=$1
 # Relative to where it was run from, not to the repository root this script works in.
-OUT=$(realpath -m "$2")
+OUT=$(cd "$CALLER" && realpath -m -- "$2")
 command -v perf >/dev/null || { echo "flamegraph: needs Linux perf on the PATH" >&2; exit 2; }
 have_inferno() { command -v inferno-flamegraph >/dev/null && command -v inferno-collapse-perf >/dev/null; }
 if ! have_inferno; then
