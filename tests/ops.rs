@@ -169,7 +169,6 @@ fn scrape(body: &str) -> (f64, f64) {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_disables_transparent_huge_pages_unless_told_not_to() {
-    use tokio::io::AsyncBufReadExt;
     if !Path::new("/sys/kernel/mm/transparent_hugepage").is_dir() {
         eprintln!("SKIPPED: this kernel has no transparent huge pages");
         return;
@@ -184,32 +183,9 @@ async fn serve_disables_transparent_huge_pages_unless_told_not_to() {
         (&["--config", cfg.to_str().unwrap()], "1"),
     ];
     for (i, (extra, want)) in cases.into_iter().enumerate() {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--secret",
-                "s3cret-s3cret-s3cret",
-            ])
-            .arg("--data")
-            .arg(dir.path().join(format!("data-{i}")))
-            .args(extra)
-            .env_remove("COPANEL_TRANSPARENT_HUGE_PAGES")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
         // Once it prints its address, it has long applied the setting.
-        let mut stdout =
-            tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
-            .await
-            .expect("server did not start")
-            .expect("stdout readable")
-            .expect("a line on stdout");
-        let pid = child.id().expect("running");
+        let (mut child, pid) =
+            serve_until_listening(&dir.path().join(format!("data-{i}")), extra).await;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         child.kill().await.unwrap();
         let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
@@ -232,37 +208,24 @@ async fn serve_disables_transparent_huge_pages_unless_told_not_to() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_names_the_writer_thread() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            "s3cret-s3cret-s3cret",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     // Once it prints its address, the writer has started (the store opens before it listens).
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
-        .await
-        .expect("server did not start")
-        .expect("stdout readable")
-        .expect("a line on stdout");
-    let pid = child.id().expect("running");
+    let (mut child, pid) = serve_until_listening(&dir.path().join("data"), &[]).await;
+    // The thread names itself when it begins to run, which may be a moment after the address
+    // line: look again for up to 5 s.
     let mut names = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let comm = task.unwrap().path().join("comm");
-        if let Ok(name) = std::fs::read_to_string(comm) {
-            names.push(name.trim_end().to_owned());
+    for _ in 0..50 {
+        names.clear();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let comm = task.unwrap().path().join("comm");
+            if let Ok(name) = std::fs::read_to_string(comm) {
+                names.push(name.trim_end().to_owned());
+            }
         }
+        if names.iter().any(|n| n == "copanel-writer") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     child.kill().await.unwrap();
     assert_eq!(
@@ -274,4 +237,37 @@ async fn serve_names_the_writer_thread() {
         names.iter().any(|n| n == "tokio-rt-worker"),
         "threads: {names:?}"
     );
+}
+
+/// Starts `copanel serve` on `data` with `extra` arguments (and without the THP environment
+/// variable) and waits for the address line on its stdout. Returns the child, killed on drop,
+/// and its pid.
+#[cfg(target_os = "linux")]
+async fn serve_until_listening(data: &Path, extra: &[&str]) -> (tokio::process::Child, u32) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "s3cret-s3cret-s3cret",
+        ])
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env_remove("COPANEL_TRANSPARENT_HUGE_PAGES")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
+        .await
+        .expect("server did not start")
+        .expect("stdout readable")
+        .expect("a line on stdout");
+    let pid = child.id().expect("running");
+    (child, pid)
 }
