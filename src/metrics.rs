@@ -157,9 +157,15 @@ impl Default for Histogram {
     }
 }
 
-/// Command latency from the connection handing it to the writer to the writer's ack (acked
-/// commands only).
+/// Command latency on a WebSocket connection: from the connection taking the command for the
+/// writer until the connection's task takes the writer's ack (acked commands only).
 pub static ACK_LATENCY: Histogram = Histogram::new();
+/// The writer's part of [`ACK_LATENCY`]: from the moment a command enters the writer's queue to
+/// the writer sending its ack (the wait in the queue, then its batch's append, flush and
+/// publish), for every acked command (WebSocket and HTTP). What [`ACK_LATENCY`] adds to it is
+/// the connection's side: waiting for room in the queue, and for a worker thread to run the
+/// connection's task once the ack is sent.
+pub static WRITER_ACK: Histogram = Histogram::new();
 /// Writer, per batch: deciding its commands and appending them to the store (not durable yet).
 pub static WRITER_APPEND: Histogram = Histogram::new();
 /// Writer, per batch: the flush that makes the append durable (`sync` and `relaxed` alike).

@@ -46,7 +46,7 @@ use crate::store::{
 use copanel_protocol::{Command, Envelope, StreamKind, StreamName, StreamState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// When an ack is sent.
@@ -124,8 +124,9 @@ pub enum CommandError {
 }
 
 enum Msg {
-    /// Boxed: a request is large and the channel holds many messages.
-    Command(Box<CommandRequest>),
+    /// Boxed: a request is large and the channel holds many messages. With the moment it
+    /// entered the queue, for [`metrics::WRITER_ACK`].
+    Command(Box<CommandRequest>, Instant),
     /// Answered once every batch staged before it was received is finished (see
     /// [`WriterHandle::barrier`]).
     Barrier(oneshot::Sender<Result<(), String>>),
@@ -147,7 +148,7 @@ pub struct SubmitPermit<'a>(mpsc::Permit<'a, Msg>);
 impl SubmitPermit<'_> {
     /// Queues the command in the reserved slot.
     pub fn submit(self, req: Box<CommandRequest>) {
-        self.0.send(Msg::Command(req));
+        self.0.send(Msg::Command(req, Instant::now()));
     }
 }
 
@@ -203,12 +204,14 @@ impl WriterHandle {
 
     /// Queues a command; waits for room in the queue (backpressure), not for the result.
     pub async fn submit(&self, req: CommandRequest) {
-        if let Err(mpsc::error::SendError(Msg::Command(req))) =
-            self.tx.send(Msg::Command(Box::new(req))).await
-        {
-            let _ = req.reply.send(Err(CommandError::Unavailable(
-                "the server is shutting down".into(),
-            )));
+        match self.tx.reserve().await {
+            // Stamped once there is room: the wait for it is the caller's, not the writer's.
+            Ok(permit) => permit.send(Msg::Command(Box::new(req), Instant::now())),
+            Err(_) => {
+                let _ = req.reply.send(Err(CommandError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
         }
     }
 
@@ -229,10 +232,10 @@ impl WriterHandle {
     /// If the writer has stopped, the command is answered `unavailable` (and `Ok`).
     /// Boxed as the queue holds it: handing it back and forth copies no request.
     pub fn try_submit(&self, req: Box<CommandRequest>) -> Result<(), Box<CommandRequest>> {
-        match self.tx.try_send(Msg::Command(req)) {
+        match self.tx.try_send(Msg::Command(req, Instant::now())) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Msg::Command(req))) => Err(req),
-            Err(mpsc::error::TrySendError::Closed(Msg::Command(req))) => {
+            Err(mpsc::error::TrySendError::Full(Msg::Command(req, _))) => Err(req),
+            Err(mpsc::error::TrySendError::Closed(Msg::Command(req, _))) => {
                 let _ = req.reply.send(Err(CommandError::Unavailable(
                     "the server is shutting down".into(),
                 )));
@@ -495,6 +498,8 @@ fn now_ms() -> u64 {
 
 /// An accepted command waiting for its batch to be durable.
 struct Pending {
+    /// When the command entered the writer's queue.
+    queued: Instant,
     reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
     outcome: CommandOutcome,
 }
@@ -601,7 +606,7 @@ impl Writer {
         }
         self.outcomes.maintain();
         let now = now_ms();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut batch = AppendBatch::default();
         let mut pending: Vec<Pending> = Vec::new();
         let mut loads = Vec::new();
@@ -621,10 +626,11 @@ impl Writer {
                     operator,
                     groups,
                 } => self.note_roster(company, operator, groups, &mut batch),
-                Msg::Command(req) => {
+                Msg::Command(req, queued) => {
                     let req = *req;
                     match self.command(&req, now, &mut batch, &mut touched, &mut seen) {
                         Ok(outcome) => pending.push(Pending {
+                            queued,
                             reply: req.reply,
                             outcome,
                         }),
@@ -664,7 +670,7 @@ impl Writer {
                 pending = self.ack(pending);
             }
             metrics::WRITER_APPEND.observe(started.elapsed());
-            let flush_started = std::time::Instant::now();
+            let flush_started = Instant::now();
             if let Err(e) = self.flush().await {
                 self.failed(&e, &batch, &touched, pending, loads);
                 // Appended, so in the store: publish it once a flush makes it durable.
@@ -692,7 +698,7 @@ impl Writer {
             outboxed.splice(0..0, carry.outboxed);
             redactions.splice(0..0, carry.redactions);
         }
-        let publish_started = std::time::Instant::now();
+        let publish_started = Instant::now();
         // Erase before publishing and acking: whoever learns of `session_anonymized` (the
         // admin's ack, a subscriber) and then reads the history finds the data gone.
         for (id, upto) in redactions {
@@ -778,6 +784,7 @@ impl Writer {
     fn ack(&self, pending: Vec<Pending>) -> Vec<Pending> {
         for p in pending {
             metrics::COMMANDS_ACKED.inc();
+            metrics::WRITER_ACK.observe(p.queued.elapsed());
             let _ = p.reply.send(Ok(p.outcome));
         }
         Vec::new()

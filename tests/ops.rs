@@ -23,18 +23,39 @@ async fn metrics_reflect_commands_and_parse() {
     // Other tests in this binary ack commands too (the counters are process-wide): retry until
     // a scrape falls between two of their commands.
     let mut tries = 0;
-    let (body, acked, count) = loop {
+    let (body, m) = loop {
         tries += 1;
         let (status, body) = server.http_get("/metrics").await;
         assert_eq!(status, 200);
-        let (acked, count) = scrape(&body);
-        if acked == count || tries == 20 {
-            break (body, acked, count);
+        let m = scrape(&body);
+        let acked = m.get("copanel_commands_acked_total");
+        if (acked == m.get("copanel_ack_latency_seconds_count")
+            && acked == m.get("copanel_writer_ack_seconds_count"))
+            || tries == 20
+        {
+            break (body, m);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
+    let acked = m.get("copanel_commands_acked_total");
     assert!(acked >= 3.0, "{body}");
-    assert_eq!(acked, count, "histogram count equals acked commands");
+    assert_eq!(
+        acked,
+        m.get("copanel_ack_latency_seconds_count"),
+        "histogram count equals acked commands"
+    );
+    // The writer's part of each ack: every acked command, and within the connection's interval
+    // (the command enters the writer's queue after the connection takes it, and the writer sends
+    // the ack before the connection's task takes it).
+    assert_eq!(acked, m.get("copanel_writer_ack_seconds_count"), "{body}");
+    let (writer, conn) = (
+        m.get("copanel_writer_ack_seconds_sum"),
+        m.get("copanel_ack_latency_seconds_sum"),
+    );
+    assert!(
+        writer > 0.0 && writer <= conn,
+        "writer {writer} s, connection {conn} s"
+    );
     assert!(body.contains("copanel_connections 1"), "{body}");
     assert!(body.contains("# TYPE copanel_ack_latency_seconds histogram"));
     // The writer's per-batch stages: each acked command was in a batch that went through them.
@@ -142,10 +163,9 @@ async fn binary_runs_with_config_file_and_refuses_unknown_key() {
     );
 }
 
-/// Checks every sample line is `name{labels} value`; returns (acked total, histogram count).
-fn scrape(body: &str) -> (f64, f64) {
-    let mut acked = None;
-    let mut count = None;
+/// Checks every sample line is `name{labels} value`; returns the samples by name and labels.
+fn scrape(body: &str) -> Samples {
+    let mut samples = std::collections::HashMap::new();
     for line in body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -153,14 +173,22 @@ fn scrape(body: &str) -> (f64, f64) {
         let (name, value) = line.rsplit_once(' ').expect("name value");
         assert!(name.starts_with("copanel_"), "{line}");
         let v: f64 = value.parse().expect("numeric value");
-        if name == "copanel_commands_acked_total" {
-            acked = Some(v);
-        }
-        if name == "copanel_ack_latency_seconds_count" {
-            count = Some(v);
-        }
+        samples.insert(name.to_owned(), v);
     }
-    (acked.expect("acked"), count.expect("count"))
+    Samples(samples)
+}
+
+/// The samples of one `/metrics` scrape.
+struct Samples(std::collections::HashMap<String, f64>);
+
+impl Samples {
+    /// The value of `name` (with its labels, if any); panics if the scrape has no such sample.
+    fn get(&self, name: &str) -> f64 {
+        *self
+            .0
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample {name} in the scrape"))
+    }
 }
 
 /// `serve` disables transparent huge pages for itself unless told not to (a huge-page fault

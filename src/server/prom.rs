@@ -148,8 +148,13 @@ fn render(app: &App) -> String {
     for (name, help, h) in [
         (
             "copanel_ack_latency_seconds",
-            "Time from a command's hand-over to the writer to its ack (acked commands only).",
+            "WebSocket commands: from the connection taking a command for the writer to its task taking the ack.",
             &metrics::ACK_LATENCY,
+        ),
+        (
+            "copanel_writer_ack_seconds",
+            "Every acked command: from entering the writer's queue to the writer's ack (queue wait, append, flush, publish).",
+            &metrics::WRITER_ACK,
         ),
         (
             "copanel_writer_append_seconds",
