@@ -59,6 +59,15 @@
 //! medians as ratios to that peer's, with the median steal of each side.
 //! `--csv FILE` appends one row per run (the input of `examples/plot.rs`).
 //!
+//! For copanel the summary line also gives the server's own view of the acks in the window,
+//! from two scrapes of its `/metrics` (one as the window opens, one as it closes):
+//! `server_ack_mean_ms` (`copanel_ack_latency_seconds`: from the connection taking a command to
+//! its task taking the ack), `writer_ack_mean_ms` (`copanel_writer_ack_seconds`: the writer's
+//! part of it, from its queue to its ack) and `server_ack_10ms_pct` (acks within 10 ms, of
+//! the server's histogram); `?` where a scrape failed. The tool's own latencies include what
+//! lies outside the ack's path: reading the command, the other members' deliveries and the
+//! tool's own scheduling (BENCHMARKS.md, ninth pass).
+//!
 //! With `--spawn BIN` the tool starts `BIN serve` itself on a temp data dir and a free port, with
 //! a config file that lifts the per-connection command rate limit (the owner of a session sends
 //! `rate / S` commands/s, which passes the default 50/s at high rates); the connection cap
@@ -710,6 +719,8 @@ struct Fleet {
     /// Runs so far: command ids of run k start at k << 32, so a late ack of an earlier run never
     /// matches a command of this one.
     runs: u64,
+    /// copanel's HTTP address (`host:port`, from the WebSocket URL), for its `/metrics`.
+    metrics_addr: Option<String>,
 }
 
 impl Fleet {
@@ -812,6 +823,9 @@ impl Fleet {
             bare_bytes: DEFAULT_BARE_BYTES,
             run_id,
             runs: 0,
+            metrics_addr: (target == Target::Copanel)
+                .then(|| http_addr(url))
+                .flatten(),
         })
     }
 
@@ -848,6 +862,19 @@ impl Fleet {
             at(window_to).await;
             cpu_share(from, cpu_ticks())
         });
+        // copanel's own view of its acks over the same window.
+        let server = self.metrics_addr.clone().map(|addr| {
+            tokio::spawn(async move {
+                let at = |us: u64| {
+                    tokio::time::sleep(Duration::from_micros(us.saturating_sub(now_us())))
+                };
+                at(window_from).await;
+                let from = scrape_acks(&addr).await;
+                at(window_to).await;
+                let to = scrape_acks(&addr).await;
+                Some(ServerAcks::between(from?, to?))
+            })
+        });
         let mut tasks = Vec::new();
         for room in std::mem::take(&mut self.rooms) {
             let plan = plan.clone();
@@ -872,6 +899,10 @@ impl Fleet {
         }
         let window = args.duration;
         let (cpu_busy, steal) = cpu.await.ok().flatten().unzip();
+        let server = match server {
+            Some(task) => Some(task.await.ok().flatten()),
+            None => None,
+        };
         let (latency, ack_latency) = (histogram(&stats.latency), histogram(&stats.ack_latency));
         Summary {
             target: self.target,
@@ -896,6 +927,7 @@ impl Fleet {
             load: loadavg(),
             cpu_busy,
             steal,
+            server,
         }
     }
 
@@ -1487,6 +1519,9 @@ struct Summary {
     cpu_busy: Option<f64>,
     /// CPU time stolen by the hypervisor over the window, percent of all CPUs (`None`: unknown).
     steal: Option<f64>,
+    /// copanel's own view of its acks over the window (`None`: not copanel; `Some(None)`: a
+    /// scrape of its `/metrics` failed).
+    server: Option<Option<ServerAcks>>,
 }
 
 impl Summary {
@@ -1514,7 +1549,127 @@ impl Summary {
             self.load,
             pct(self.cpu_busy),
             pct(self.steal),
-        )
+        ) + &self.server.map(server_fields).unwrap_or_default()
+    }
+}
+
+/// The summary line's fields for copanel's own view of its acks (`?` where unknown).
+fn server_fields(s: Option<ServerAcks>) -> String {
+    let ms = |v: Option<f64>| {
+        v.filter(|v| v.is_finite())
+            .map_or_else(|| "?".into(), |v| format!("{v:.2}"))
+    };
+    format!(
+        " server_ack_mean_ms={} writer_ack_mean_ms={} server_ack_10ms_pct={}",
+        ms(s.and_then(|s| s.conn.mean_ms())),
+        ms(s.and_then(|s| s.writer.mean_ms())),
+        pct(s.and_then(|s| s.conn.within_10ms_pct())),
+    )
+}
+
+/// `host:port` of a `ws://host:port/…` URL: where copanel also serves `/metrics`.
+fn http_addr(ws_url: &str) -> Option<String> {
+    let rest = ws_url.strip_prefix("ws://")?;
+    let hostport = rest.split('/').next()?;
+    (!hostport.is_empty()).then(|| hostport.to_owned())
+}
+
+/// Count, sum (seconds) and count within 10 ms of one of copanel's latency histograms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Hist {
+    count: f64,
+    sum_s: f64,
+    within_10ms: f64,
+}
+
+impl Hist {
+    fn minus(self, earlier: Hist) -> Hist {
+        Hist {
+            count: self.count - earlier.count,
+            sum_s: self.sum_s - earlier.sum_s,
+            within_10ms: self.within_10ms - earlier.within_10ms,
+        }
+    }
+
+    fn mean_ms(self) -> Option<f64> {
+        (self.count > 0.0).then(|| 1000.0 * self.sum_s / self.count)
+    }
+
+    fn within_10ms_pct(self) -> Option<f64> {
+        (self.count > 0.0).then(|| 100.0 * self.within_10ms / self.count)
+    }
+}
+
+/// copanel's ack histograms: the connection's (`copanel_ack_latency_seconds`) and the writer's
+/// part of it (`copanel_writer_ack_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct ServerAcks {
+    conn: Hist,
+    writer: Hist,
+}
+
+impl ServerAcks {
+    /// Reads both histograms from a `/metrics` body; `None` if a figure is missing.
+    fn parse(body: &str) -> Option<ServerAcks> {
+        let value = |name: &str| {
+            body.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let hist = |base: &str| {
+            Some(Hist {
+                count: value(&format!("{base}_count"))?,
+                sum_s: value(&format!("{base}_sum"))?,
+                within_10ms: value(&format!("{base}_bucket{{le=\"0.01\"}}"))?,
+            })
+        };
+        Some(ServerAcks {
+            conn: hist("copanel_ack_latency_seconds")?,
+            writer: hist("copanel_writer_ack_seconds")?,
+        })
+    }
+
+    /// What happened between two scrapes.
+    fn between(from: ServerAcks, to: ServerAcks) -> ServerAcks {
+        ServerAcks {
+            conn: to.conn.minus(from.conn),
+            writer: to.writer.minus(from.writer),
+        }
+    }
+}
+
+/// `GET /metrics` from copanel at `addr` (plain HTTP/1.1, 2 s in all); `None` on any failure,
+/// said on stderr.
+async fn scrape_acks(addr: &str) -> Option<ServerAcks> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let get = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if !text.starts_with("HTTP/1.1 200") {
+            return Err(text.lines().next().unwrap_or("no status line").to_owned());
+        }
+        ServerAcks::parse(&text).ok_or_else(|| "no ack histograms in the body".to_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), get).await {
+        Ok(Ok(acks)) => Some(acks),
+        Ok(Err(e)) => {
+            eprintln!("load: /metrics of {addr}: {e}");
+            None
+        }
+        Err(_) => {
+            eprintln!("load: /metrics of {addr}: no answer within 2 s");
+            None
+        }
     }
 }
 
@@ -1675,8 +1830,78 @@ mod tests {
             if s.target.is_peer() {
                 // The peers' frames are copanel's size, so the ratio compares like with like.
                 assert_eq!(s.mean_event_bytes, copanel_frame, "{line}");
+                assert_eq!(s.server, None, "{line}");
+                assert!(!line.contains("server_ack"), "{line}");
+            } else {
+                // copanel's own view of the window, from its /metrics.
+                let acks = s.server.flatten().unwrap_or_else(|| panic!("{line}"));
+                assert!(acks.conn.count >= 1.0 && acks.writer.count >= 1.0, "{line}");
+                assert!(acks.conn.mean_ms().is_some_and(|ms| ms > 0.0), "{line}");
+                assert!(
+                    line.contains(" server_ack_mean_ms=") && !line.contains("=?"),
+                    "{line}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn server_acks_are_read_from_metrics_and_differenced() {
+        let body = |n: u64, sum: f64, fast: u64, wn: u64, wsum: f64, wfast: u64| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n\
+                 # TYPE copanel_ack_latency_seconds histogram\n\
+                 copanel_ack_latency_seconds_bucket{{le=\"0.005\"}} {fast}\n\
+                 copanel_ack_latency_seconds_bucket{{le=\"0.01\"}} {fast}\n\
+                 copanel_ack_latency_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+                 copanel_ack_latency_seconds_sum {sum}\n\
+                 copanel_ack_latency_seconds_count {n}\n\
+                 copanel_writer_ack_seconds_bucket{{le=\"0.01\"}} {wfast}\n\
+                 copanel_writer_ack_seconds_sum {wsum}\n\
+                 copanel_writer_ack_seconds_count {wn}\n"
+            )
+        };
+        let from = ServerAcks::parse(&body(10, 0.5, 9, 10, 0.25, 10)).expect("parsed");
+        assert_eq!(
+            from.conn,
+            Hist {
+                count: 10.0,
+                sum_s: 0.5,
+                within_10ms: 9.0
+            }
+        );
+        let to = ServerAcks::parse(&body(110, 0.7, 99, 110, 0.35, 110)).expect("parsed");
+        let d = ServerAcks::between(from, to);
+        // 100 acks in the window, 0.2 s in all: 2 ms each; 90 of them within 10 ms.
+        assert!((d.conn.mean_ms().unwrap() - 2.0).abs() < 1e-9, "{d:?}");
+        assert!((d.writer.mean_ms().unwrap() - 1.0).abs() < 1e-9, "{d:?}");
+        assert!(
+            (d.conn.within_10ms_pct().unwrap() - 90.0).abs() < 1e-9,
+            "{d:?}"
+        );
+        assert_eq!(
+            server_fields(Some(d)),
+            " server_ack_mean_ms=2.00 writer_ack_mean_ms=1.00 server_ack_10ms_pct=90.0"
+        );
+        // No acks in the window, or no scrape: unknown, not zero.
+        assert_eq!(
+            server_fields(Some(ServerAcks::between(to, to))),
+            " server_ack_mean_ms=? writer_ack_mean_ms=? server_ack_10ms_pct=?"
+        );
+        assert_eq!(
+            server_fields(None),
+            " server_ack_mean_ms=? writer_ack_mean_ms=? server_ack_10ms_pct=?"
+        );
+        // A body without the writer's histogram (an older server) is not read as zeros.
+        assert_eq!(
+            ServerAcks::parse("copanel_ack_latency_seconds_count 3\n"),
+            None
+        );
+        assert_eq!(
+            http_addr("ws://127.0.0.1:7700/ws").as_deref(),
+            Some("127.0.0.1:7700")
+        );
+        assert_eq!(http_addr("wss://example.com/ws"), None);
     }
 
     /// Socket.IO closes a socket that does not answer its pings: with a ping every 200 ms and
