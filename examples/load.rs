@@ -1519,8 +1519,8 @@ struct Summary {
     cpu_busy: Option<f64>,
     /// CPU time stolen by the hypervisor over the window, percent of all CPUs (`None`: unknown).
     steal: Option<f64>,
-    /// copanel's own view of its acks over the window (`None`: not copanel; `Some(None)`: a
-    /// scrape of its `/metrics` failed).
+    /// copanel's own view of its acks over the window (`None`: not copanel, or a copanel URL
+    /// that is not `ws://host:port/…`; `Some(None)`: a scrape of its `/metrics` failed).
     server: Option<Option<ServerAcks>>,
 }
 
@@ -1591,12 +1591,18 @@ impl Hist {
         }
     }
 
+    /// A difference of two scrapes that went backwards (the server restarted between them)
+    /// says nothing about the window.
+    fn valid(self) -> bool {
+        self.count > 0.0 && self.sum_s >= 0.0 && self.within_10ms >= 0.0
+    }
+
     fn mean_ms(self) -> Option<f64> {
-        (self.count > 0.0).then(|| 1000.0 * self.sum_s / self.count)
+        self.valid().then(|| 1000.0 * self.sum_s / self.count)
     }
 
     fn within_10ms_pct(self) -> Option<f64> {
-        (self.count > 0.0).then(|| 100.0 * self.within_10ms / self.count)
+        self.valid().then(|| 100.0 * self.within_10ms / self.count)
     }
 }
 
@@ -1837,10 +1843,8 @@ mod tests {
                 let acks = s.server.flatten().unwrap_or_else(|| panic!("{line}"));
                 assert!(acks.conn.count >= 1.0 && acks.writer.count >= 1.0, "{line}");
                 assert!(acks.conn.mean_ms().is_some_and(|ms| ms > 0.0), "{line}");
-                assert!(
-                    line.contains(" server_ack_mean_ms=") && !line.contains("=?"),
-                    "{line}"
-                );
+                let fields = server_fields(s.server.flatten());
+                assert!(line.ends_with(&fields) && !fields.contains('?'), "{line}");
             }
         }
     }
@@ -1890,6 +1894,11 @@ mod tests {
         );
         assert_eq!(
             server_fields(None),
+            " server_ack_mean_ms=? writer_ack_mean_ms=? server_ack_10ms_pct=?"
+        );
+        // A server restarted between the scrapes: counters went backwards.
+        assert_eq!(
+            server_fields(Some(ServerAcks::between(to, from))),
             " server_ack_mean_ms=? writer_ack_mean_ms=? server_ack_10ms_pct=?"
         );
         // A body without the writer's histogram (an older server) is not read as zeros.

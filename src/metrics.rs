@@ -69,7 +69,7 @@ impl Gauge {
     }
 }
 
-/// Upper bounds of the [`ACK_LATENCY`] buckets, milliseconds (`+Inf` is implied).
+/// Upper bounds of every [`Histogram`]'s buckets, milliseconds (`+Inf` is implied).
 pub const LATENCY_BUCKETS_MS: [f64; 10] =
     [0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
 
@@ -161,8 +161,9 @@ impl Default for Histogram {
 /// writer until the connection's task takes the writer's ack (acked commands only).
 pub static ACK_LATENCY: Histogram = Histogram::new();
 /// The writer's part of [`ACK_LATENCY`]: from the moment a command enters the writer's queue to
-/// the writer sending its ack (the wait in the queue, then its batch's append, flush and
-/// publish), for every acked command (WebSocket and HTTP). What [`ACK_LATENCY`] adds to it is
+/// the writer sending its ack (the wait in the queue, then its batch's append and, with `sync`
+/// durability, its flush and publish; `relaxed` acks before the flush), for every acked command
+/// (WebSocket and HTTP). What [`ACK_LATENCY`] adds to it is
 /// the connection's side: waiting for room in the queue, and for a worker thread to run the
 /// connection's task once the ack is sent.
 pub static WRITER_ACK: Histogram = Histogram::new();

@@ -29,8 +29,11 @@ async fn metrics_reflect_commands_and_parse() {
         assert_eq!(status, 200);
         let m = scrape(&body);
         let acked = m.get("copanel_commands_acked_total");
+        // A histogram's sum is read before its count: an ack landing in between shows in one
+        // sum and in no count, so the sums are compared only once all three counts agree.
         if (acked == m.get("copanel_ack_latency_seconds_count")
-            && acked == m.get("copanel_writer_ack_seconds_count"))
+            && acked == m.get("copanel_writer_ack_seconds_count")
+            && m.get("copanel_writer_ack_seconds_sum") <= m.get("copanel_ack_latency_seconds_sum"))
             || tries == 20
         {
             break (body, m);
@@ -173,7 +176,10 @@ fn scrape(body: &str) -> Samples {
         let (name, value) = line.rsplit_once(' ').expect("name value");
         assert!(name.starts_with("copanel_"), "{line}");
         let v: f64 = value.parse().expect("numeric value");
-        samples.insert(name.to_owned(), v);
+        assert!(
+            samples.insert(name.to_owned(), v).is_none(),
+            "duplicate sample {line}"
+        );
     }
     Samples(samples)
 }

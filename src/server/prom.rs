@@ -1,7 +1,7 @@
 //! Prometheus metrics at `GET /metrics`, in the text exposition format (version 0.0.4).
 //!
-//! Owns only the formatting: the values are the process-wide counters, gauges and the ack
-//! latency histogram of [`crate::metrics`], plus live figures read from the [`App`] (open
+//! Owns only the formatting: the values are the process-wide counters, gauges and latency
+//! histograms of [`crate::metrics`], plus live figures read from the [`App`] (open
 //! connections) and the hub (loaded streams, subscriptions). Hand-formatted: every metric is a
 //! plain number, so no exporter crate is needed. Every name starts with `copanel_` and has its
 //! `# HELP` and `# TYPE` lines.
@@ -153,7 +153,7 @@ fn render(app: &App) -> String {
         ),
         (
             "copanel_writer_ack_seconds",
-            "Every acked command: from entering the writer's queue to the writer's ack (queue wait, append, flush, publish).",
+            "Every acked command: from entering the writer's queue to the writer's ack (queue wait, append; with sync durability also flush and publish).",
             &metrics::WRITER_ACK,
         ),
         (
