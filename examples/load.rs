@@ -853,27 +853,30 @@ impl Fleet {
             args.warmup,
             args.duration
         );
-        // The machine's CPU over the window, read when it opens and when it closes.
-        let cpu = tokio::spawn(async move {
+        // The machine's CPU over the window, and copanel's own view of its acks, read when the
+        // window opens and when it closes.
+        let metrics_addr = self.metrics_addr.clone();
+        let window_figures = tokio::spawn(async move {
             let at =
                 |us: u64| tokio::time::sleep(Duration::from_micros(us.saturating_sub(now_us())));
-            at(window_from).await;
-            let from = cpu_ticks();
-            at(window_to).await;
-            cpu_share(from, cpu_ticks())
-        });
-        // copanel's own view of its acks over the same window.
-        let server = self.metrics_addr.clone().map(|addr| {
-            tokio::spawn(async move {
-                let at = |us: u64| {
-                    tokio::time::sleep(Duration::from_micros(us.saturating_sub(now_us())))
-                };
-                at(window_from).await;
-                let from = scrape_acks(&addr).await;
-                at(window_to).await;
-                let to = scrape_acks(&addr).await;
-                Some(ServerAcks::between(from?, to?))
-            })
+            let read_at = |when: u64| {
+                let addr = metrics_addr.clone();
+                async move {
+                    at(when).await;
+                    let cpu = cpu_ticks();
+                    let acks = match &addr {
+                        Some(addr) => Some(scrape_acks(addr).await),
+                        None => None,
+                    };
+                    (cpu, acks)
+                }
+            };
+            let (cpu_from, acks_from) = read_at(window_from).await;
+            let (cpu_to, acks_to) = read_at(window_to).await;
+            let server = acks_from
+                .zip(acks_to)
+                .map(|(from, to)| Some(ServerAcks::between(from?, to?)));
+            (cpu_share(cpu_from, cpu_to), server)
         });
         let mut tasks = Vec::new();
         for room in std::mem::take(&mut self.rooms) {
@@ -898,11 +901,12 @@ impl Fleet {
             eprintln!("load: errors by kind: {:?}", stats.errors);
         }
         let window = args.duration;
-        let (cpu_busy, steal) = cpu.await.ok().flatten().unzip();
-        let server = match server {
-            Some(task) => Some(task.await.ok().flatten()),
-            None => None,
+        let (cpu, server) = match window_figures.await {
+            Ok(figures) => figures,
+            // Not copanel: no view of its own; copanel: unknown.
+            Err(_) => (None, self.metrics_addr.as_ref().map(|_| None)),
         };
+        let (cpu_busy, steal) = cpu.unzip();
         let (latency, ack_latency) = (histogram(&stats.latency), histogram(&stats.ack_latency));
         Summary {
             target: self.target,

@@ -163,9 +163,8 @@ pub static ACK_LATENCY: Histogram = Histogram::new();
 /// The writer's part of [`ACK_LATENCY`]: from the moment a command enters the writer's queue to
 /// the writer sending its ack (the wait in the queue, then its batch's append and, with `sync`
 /// durability, its flush and publish; `relaxed` acks before the flush), for every acked command
-/// (WebSocket and HTTP). What [`ACK_LATENCY`] adds to it is
-/// the connection's side: waiting for room in the queue, and for a worker thread to run the
-/// connection's task once the ack is sent.
+/// (WebSocket and HTTP). What [`ACK_LATENCY`] adds to it is the connection's side: waiting for
+/// room in the queue, and for a worker thread to run the connection's task once the ack is sent.
 pub static WRITER_ACK: Histogram = Histogram::new();
 /// Writer, per batch: deciding its commands and appending them to the store (not durable yet).
 pub static WRITER_APPEND: Histogram = Histogram::new();

@@ -117,23 +117,10 @@ async fn binary_runs_with_config_file_and_refuses_unknown_key() {
     let cfg = dir.path().join("copanel.toml");
     // Port 0: the system picks a free one, which the server prints.
     std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\ndata = \"{}\"\nsecret = \"s3cret-s3cret-s3cret\"\n[limits]\nsubscriptions = 2\n", dir.path().join("data").display())).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // "copanel listening on ws://ADDR/ws (…)": the first line it prints, once it listens. (The
-    // pipe is kept open until the server is killed.)
-    use tokio::io::AsyncBufReadExt;
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
-        .await
-        .expect("server did not start")
-        .expect("stdout readable")
-        .expect("a line on stdout");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"));
+    cmd.args(["serve", "--config"]).arg(&cfg);
+    // "copanel listening on ws://ADDR/ws (…)": the first line it prints, once it listens.
+    let (mut child, line) = first_stdout_line(&mut cmd).await;
     let addr: std::net::SocketAddr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ws://")?.strip_suffix("/ws"))
@@ -148,7 +135,6 @@ async fn binary_runs_with_config_file_and_refuses_unknown_key() {
     let (status, body) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     child.kill().await.unwrap();
-    drop(stdout);
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[limits]\nframe_bytez = 1\n").unwrap();
@@ -278,30 +264,40 @@ async fn serve_names_the_writer_thread() {
 /// and its pid.
 #[cfg(target_os = "linux")]
 async fn serve_until_listening(data: &Path, extra: &[&str]) -> (tokio::process::Child, u32) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        "s3cret-s3cret-s3cret",
+    ])
+    .arg("--data")
+    .arg(data)
+    .args(extra)
+    .env_remove("COPANEL_TRANSPARENT_HUGE_PAGES");
+    let (child, _) = first_stdout_line(&mut cmd).await;
+    let pid = child.id().expect("running");
+    (child, pid)
+}
+
+/// Spawns `cmd` (stdout piped, stderr dropped, killed on drop) and waits up to 20 s for the
+/// first line on its stdout, which `serve` prints once it listens. The pipe goes back into the
+/// child, so it stays open until the child is killed.
+async fn first_stdout_line(cmd: &mut tokio::process::Command) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copanel"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            "s3cret-s3cret-s3cret",
-        ])
-        .arg("--data")
-        .arg(data)
-        .args(extra)
-        .env_remove("COPANEL_TRANSPARENT_HUGE_PAGES")
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
         .await
         .expect("server did not start")
         .expect("stdout readable")
         .expect("a line on stdout");
-    let pid = child.id().expect("running");
-    (child, pid)
+    child.stdout = Some(stdout.into_inner().into_inner());
+    (child, line)
 }
