@@ -20,7 +20,8 @@ if [ $# -lt 2 ]; then
   echo "usage: scripts/ab.sh COPANEL_BIN COPANEL_BIN [COPANEL_BIN | bare:BARE_BIN ...]" >&2
   exit 2
 fi
-if [ $# -gt 26 ]; then
+ALPHABET=ABCDEFGHIJKLMNOPQRSTUVWXYZ
+if [ $# -gt ${#ALPHABET} ]; then
   echo "ab: at most 26 sides (A to Z)" >&2
   exit 2
 fi
@@ -29,7 +30,7 @@ LABELS=()
 for ((s = 0; s < ${#SIDES[@]}; s++)); do
   bin=${SIDES[s]#bare:}
   [ -x "$bin" ] || { echo "ab: $bin is not an executable" >&2; exit 2; }
-  LABELS+=("$(printf "\\x$(printf %x $((65 + s)))")")
+  LABELS+=("${ALPHABET:s:1}")
 done
 RATES=${RATES:-8000}
 REPEATS=${REPEATS:-3}
@@ -44,19 +45,19 @@ LOAD="$TARGET_DIR/release/examples/load"
 
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
-# The load tool's arguments that start a side's server: copanel with --spawn, bare with --bare.
-server_args() { # side
+# One load run against a side: copanel started with --spawn, bare (`bare:BIN`) with --bare.
+load() { # side rate warmup duration
+  local server
   case $1 in
-    bare:*) echo "--target bare --bare ${1#bare:}" ;;
-    *) echo "--spawn $1" ;;
+    bare:*) server=(--target bare --bare "${1#bare:}") ;;
+    *) server=(--spawn "$1") ;;
   esac
+  "$LOAD" "${server[@]}" --durability "$DURABILITY" --sessions "$SESSIONS" \
+    --members "$MEMBERS" --rates "$2" --warmup "$3" --duration "$4"
 }
 run() { # label side rate
   local line
-  # shellcheck disable=SC2046 # the server's arguments are meant to split (no spaces in paths)
-  line=$("$LOAD" $(server_args "$2") --durability "$DURABILITY" --sessions "$SESSIONS" \
-    --members "$MEMBERS" --rates "$3" --warmup "$WARMUP" --duration "$DURATION" 2>/dev/null |
-    grep '^target=' || true)
+  line=$(load "$2" "$3" "$WARMUP" "$DURATION" 2>/dev/null | grep '^target=' || true)
   echo "$1 rate=$3 $line" | tee -a "$OUT"
 }
 desc=""
@@ -67,9 +68,7 @@ IFS=, read -ra rates <<<"$RATES"
 # of the first side is thrown away first, so that no side's first round pays it. (Before the
 # seventh pass the load tool itself stalled in every fresh process's first run, so every run
 # here paid that too; BENCHMARKS.md.)
-# shellcheck disable=SC2046
-"$LOAD" $(server_args "${SIDES[0]}") --durability "$DURABILITY" --sessions "$SESSIONS" \
-  --members "$MEMBERS" --rates "${rates[0]}" --warmup 1 --duration 2 >/dev/null 2>&1 || true
+load "${SIDES[0]}" "${rates[0]}" 1 2 >/dev/null 2>&1 || true
 n=${#SIDES[@]}
 for ((i = 0; i < REPEATS; i++)); do
   for r in "${rates[@]}"; do
